@@ -85,7 +85,7 @@ class FieldError:
     @classmethod
     def not_supported(cls, path: str, value: object, supported: list[str]) -> "FieldError":
         quoted = ", ".join(f'"{s}"' for s in supported)
-        return cls(path, f"Unsupported value: {value!r}: supported values: {quoted}", kind="Unsupported value")
+        return cls(path, f"{value!r}: supported values: {quoted}", kind="Unsupported value")
 
     def __repr__(self) -> str:
         return f"FieldError({self})"
