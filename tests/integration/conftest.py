@@ -111,3 +111,64 @@ def api_server(tmp_path_factory):
 def namespace_name() -> str:
     """A fresh namespace name for one test (the test creates it)."""
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+class Component:
+    """Any kubeling process started for a test: `python -m MODULE ARGS...`,
+    in its own process group, logging to a file, stopped at teardown."""
+
+    def __init__(self, module: str, args: list[str], log_path: Path):
+        self.module = module
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Component":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], cwd=ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the process group at once (a crash, not a clean stop)."""
+        if self.running:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.running:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def components(api_server, tmp_path):
+    """Start control-plane components against the session's API server:
+    `components("services.scheduler", "--leader-elect=false")`. The API
+    server address is passed as `--server`. All are stopped at teardown."""
+    started: list[Component] = []
+
+    def start(module: str, *args: str, name: str | None = None) -> Component:
+        log_path = tmp_path / f"{name or module.rsplit('.', 1)[-1]}-{len(started)}.log"
+        comp = Component(module, ["--server", api_server.address, *args], log_path)
+        started.append(comp.start())
+        return comp
+
+    try:
+        yield start
+    finally:
+        for comp in reversed(started):
+            comp.stop()
