@@ -559,24 +559,10 @@ class Registry:
         except CompactedError:
             raise self._gone(resource_version) from None
         last = start if start is not None else cache.current_revision
-        events = watcher.__aiter__()
-        next_event: asyncio.Future | None = None
         try:
             while True:
-                # Keep one pending read across bookmark timeouts: cancelling it
-                # could lose an event.
-                if next_event is None:
-                    next_event = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait(
-                    {next_event}, timeout=bookmark_interval if allow_bookmarks else None)
-                if not done:
-                    mark = kind.new()
-                    mark.metadata.resource_version = str(last)
-                    yield Event("BOOKMARK", mark)
-                    continue
-                finished, next_event = next_event, None
                 try:
-                    ev = finished.result()
+                    ev = await watcher.next(bookmark_interval if allow_bookmarks else None)
                 except StopAsyncIteration:
                     return
                 except CompactedError:
@@ -584,6 +570,11 @@ class Registry:
                 except WatcherTooSlowError as e:
                     raise UnavailableError(f"watch of {kind.resource} ended: {e}; rewatch from "
                                            f"resourceVersion {last}") from None
+                if ev is None:
+                    mark = kind.new()
+                    mark.metadata.resource_version = str(max(last, watcher.last_revision or 0))
+                    yield Event("BOOKMARK", mark)
+                    continue
                 last = ev.revision
                 now_matches = match(ev.obj)
                 if ev.type == "DELETED":
@@ -601,8 +592,6 @@ class Registry:
                     elif was:
                         yield Event("DELETED", ev.obj)
         finally:
-            if next_event is not None:
-                next_event.cancel()
             watcher.close()
 
     @staticmethod
