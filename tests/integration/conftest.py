@@ -39,11 +39,11 @@ class ApiServerProcess:
             self.etcd.start()
         port = find_free_port()
         self.address = f"127.0.0.1:{port}"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.apiserver", "--etcd-servers", self.etcd.endpoint,
-             "--bind", self.address],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.apiserver", "--etcd-servers", self.etcd.endpoint,
+                 "--bind", self.address],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,9 +124,9 @@ class Component:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Component":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], cwd=ROOT,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     @property
