@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> int:
                 if is_connection_error(e):
                     raise ServerErrors(errors + [format_api_error(e, client.address)]) from None
                 verb = "applying patch to" if plan.exists else "creating"
-                errors.append(format_api_error(e, client.address, f'error when {verb} "{m.where}"'))
+                errors.append(format_api_error(e, client.address, f'error when {verb} {m.quoted}'))
                 continue
             print(f"{m.kind.qualified}/{m.obj.metadata.name} {result}", flush=True)
     if errors:
@@ -121,7 +121,7 @@ async def _dry_run(client: ApiClient, manifests: list[Manifest]) -> list[_Plan]:
             if is_connection_error(e):
                 raise ServerErrors([format_api_error(e, client.address)]) from None
             verb = "creating" if live is None else "applying patch to"
-            errors.append(format_api_error(e, client.address, f'error when {verb} "{m.where}"'))
+            errors.append(format_api_error(e, client.address, f'error when {verb} {m.quoted}'))
             continue
         plans.append(_Plan(m, live is not None))
     if errors:

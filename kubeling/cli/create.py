@@ -125,7 +125,7 @@ async def _from_files(args: argparse.Namespace) -> int:
             except ApiError as e:
                 if is_connection_error(e):
                     raise ServerErrors(errors + [format_api_error(e, client.address)]) from None
-                errors.append(format_api_error(e, client.address, f'error when creating "{m.where}"'))
+                errors.append(format_api_error(e, client.address, f'error when creating {m.quoted}'))
                 continue
             print(f"{m.kind.qualified}/{created.metadata.name} created", flush=True)
     if errors:
@@ -148,7 +148,7 @@ async def _validate(client: ApiClient, manifests: list) -> None:
         except ApiError as e:
             if is_connection_error(e):
                 raise ServerErrors([format_api_error(e, client.address)]) from None
-            errors.append(format_api_error(e, client.address, f'error when creating "{m.where}"'))
+            errors.append(format_api_error(e, client.address, f'error when creating {m.quoted}'))
             continue
         if m.kind.kind == "Namespace":
             new_namespaces.add(m.obj.metadata.name)

@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> int:
         # Contents before the namespaces that hold them.
         ordered = ([m for m in manifests if m.kind.kind != "Namespace"]
                    + [m for m in manifests if m.kind.kind == "Namespace"])
-        work = [(m.kind, m.obj.metadata.name, m.obj.metadata.namespace, f'error when deleting "{m.where}"')
+        work = [(m.kind, m.obj.metadata.name, m.obj.metadata.namespace, f'error when deleting {m.quoted}')
                 for m in ordered]
     else:
         work = []

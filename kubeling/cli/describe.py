@@ -649,6 +649,7 @@ def describe_namespace(w: Writer, ns: Message, now: float) -> None:
     w.line(0, "No resource quota.")
     w.line(0, "")
     w.line(0, "No LimitRange resource.")
+    w.line(0, "")
 
 
 def describe_configmap(w: Writer, cm: Message, now: float) -> None:
@@ -659,7 +660,7 @@ def describe_configmap(w: Writer, cm: Message, now: float) -> None:
     for k, v in sorted(cm.data.items()):
         w.line(0, f"{k}:")
         w.line(0, "----")
-        w.line(0, v)
+        w.line(0, v.rstrip("\n"))
         w.line(0, "")
     w.line(0, "")
     w.line(0, "BinaryData")

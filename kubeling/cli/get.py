@@ -25,12 +25,20 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
                    help="list across all namespaces")
     p.add_argument("-l", "--selector", default="", help="label selector, e.g. app=web,tier!=db")
     p.add_argument("--field-selector", default="", help="field selector, e.g. status.phase=Running")
-    p.add_argument("-o", "--output", default="", choices=("",) + printers.OUTPUT_FORMATS,
+    p.add_argument("-o", "--output", default="", type=output_format,
                    metavar="FORMAT", help="wide, yaml, json or name")
     p.add_argument("-w", "--watch", action="store_true",
                    help="after listing, watch for changes (Ctrl-C to stop)")
     p.add_argument("--show-labels", action="store_true", help="show labels as the last column")
     p.set_defaults(run=run, watch_mode=False)
+
+
+def output_format(value: str) -> str:
+    if value and value not in printers.OUTPUT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f'unable to match a printer suitable for the output format "{value}", allowed formats '
+            f'are: {",".join(sorted(printers.OUTPUT_FORMATS))}')
+    return value
 
 
 async def run(args: argparse.Namespace) -> int:

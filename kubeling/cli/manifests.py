@@ -55,6 +55,11 @@ class Manifest:
             detail += f", item {self.item}"
         return f"{self.source} ({detail})"
 
+    @property
+    def quoted(self) -> str:
+        """`"web.yaml" (document 2)`, for kubectl's `error when creating "web.yaml"`."""
+        return f'"{self.source}"' + self.where[len(self.source):]
+
 
 class _Loader(yaml.SafeLoader):
     """YAML as Kubernetes reads manifests: timestamps stay strings."""
