@@ -34,8 +34,8 @@ from . import defaults, validation
 from .errors import (ApiError, ConflictError, FailedPreconditionError, FieldError, ForbiddenError,
                      GoneError, InvalidError, UnavailableError, already_exists, conflict, invalid,
                      not_found)
-from .storage import (CompactedError, ConflictError as StorageConflict, KeyExistsError,
-                      KeyNotFoundError, Storage)
+from .storage import (CompactedError, ConflictError as StorageConflict, FutureRevisionError,
+                      KeyExistsError, KeyNotFoundError, Storage)
 from .watch_cache import WatchCache, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,19 @@ class Registry:
                     if ev.type == "DELETED":
                         self._namespaces.pop(ev.object.metadata.name, None)
                     elif ev.type != "BOOKMARK":
-                        self._namespaces[ev.object.metadata.name] = ev.object
+                        self._remember_namespace(ev.object)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # relist on anything; the cache is only a shortcut
                 log.warning("namespace cache: %s; relisting", e)
                 await asyncio.sleep(0.5)
+
+    def _remember_namespace(self, ns: Message) -> None:
+        """Cache a namespace unless the cache already holds a newer version
+        (delete() records its own write before the watch delivers it)."""
+        cached = self._namespaces.get(ns.metadata.name)
+        if cached is None or int(cached.metadata.resource_version) <= int(ns.metadata.resource_version):
+            self._namespaces[ns.metadata.name] = ns
 
     # ---------------------------------------------------------------- keys
 
@@ -191,6 +198,10 @@ class Registry:
                     f"The provided continue parameter or resourceVersion is too old to display "
                     f"a consistent list result (resourceVersion {revision} was compacted); "
                     f"start a new list without it") from None
+            except FutureRevisionError:
+                what = "continue" if continue_token else "resourceVersion"
+                raise InvalidError(f"{what}: Invalid value: resourceVersion {revision} is newer than "
+                                   f"the server's current version") from None
             revision = page.revision
             for i, kv in enumerate(page.items):
                 obj = decode(kv.value, kv.mod_revision)
@@ -214,7 +225,9 @@ class Registry:
         try:
             data = json.loads(base64.urlsafe_b64decode(token.encode()))
             revision, start = int(data["rv"]), data["start"].encode()
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            if revision <= 0:
+                raise ValueError(revision)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise InvalidError(f"continue: Invalid value: {token!r}: not a continue token from this server") from None
         if not start.startswith(prefix):
             raise InvalidError("continue: Invalid value: the token belongs to a different list")
@@ -399,7 +412,7 @@ class Registry:
     def _merge(kind: Kind, old: Message, obj: Message, status_only: bool) -> Message:
         if status_only:
             new = copy(old)
-            new.status.CopyFrom(obj.status)
+            _copy_status(new, obj)
             return new
         new = copy(obj)
         meta, old_meta = new.metadata, old.metadata
@@ -418,7 +431,7 @@ class Registry:
         else:
             meta.ClearField("deletion_grace_period_seconds")
         if kind.has_status:
-            new.status.CopyFrom(old.status)
+            _copy_status(new, old)
         return new
 
     @staticmethod
@@ -488,6 +501,9 @@ class Registry:
             except KeyNotFoundError:
                 raise not_found(kind, name) from None
             meta.resource_version = str(rev)
+            if kind.kind == "Namespace":
+                # Refuse new content from now on, not once the watch catches up.
+                self._remember_namespace(new)
             return new, True
 
     @staticmethod
@@ -572,7 +588,7 @@ class Registry:
                                            f"resourceVersion {last}") from None
                 if ev is None:
                     mark = kind.new()
-                    mark.metadata.resource_version = str(max(last, watcher.last_revision or 0))
+                    mark.metadata.resource_version = str(max(last, watcher.progress_revision or 0))
                     yield Event("BOOKMARK", mark)
                     continue
                 last = ev.revision
@@ -598,6 +614,16 @@ class Registry:
     def _gone(rv: str) -> GoneError:
         return GoneError(f"too old resource version: {rv}: it has been compacted; list again and "
                          f"watch from the list's resourceVersion")
+
+
+def _copy_status(dst: Message, src: Message) -> None:
+    """dst.status = src.status, including its absence: CopyFrom of an empty
+    status would mark it present, and the object would differ from the
+    stored one (a no-op update would then write a new resourceVersion)."""
+    if src.HasField("status"):
+        dst.status.CopyFrom(src.status)
+    else:
+        dst.ClearField("status")
 
 
 def _set_pod_condition(pod: Message, type_: str, status: str) -> None:
