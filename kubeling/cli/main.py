@@ -40,6 +40,14 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{message}\nSee '{self.prog} --help' for usage.")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looking the version up only when asked (it costs a package scan)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"kubeling {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Flags every verb takes; SUPPRESS so a value given before the verb survives.
     common = argparse.ArgumentParser(add_help=False)
@@ -52,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kubeling", description="Control a kubeling cluster (kubectl's verbs).")
     parser.add_argument("-n", "--namespace", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", "--kubeconfig", dest="config", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--version", action="version", version=f"kubeling {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     apply.add_parser(sub, [common])
     get.add_parser(sub, [common])
