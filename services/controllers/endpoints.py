@@ -24,8 +24,8 @@ labels (plus `service.kubernetes.io/headless` for headless Services).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import socket
 from functools import lru_cache
 from typing import Iterable
 
@@ -112,13 +112,19 @@ def endpoint_address(service: Message, pod: Message) -> Message:
     return address
 
 
+@lru_cache(maxsize=65536)
+def _ip_sort_key(ip: str) -> tuple:
+    """IPv4 before IPv6, each in numeric order; anything unparsable last."""
+    for family, rank in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return (rank, socket.inet_pton(family, ip))
+        except OSError:
+            continue
+    return (99, ip.encode())
+
+
 def _address_key(address: Message) -> tuple:
-    try:
-        ip = ipaddress.ip_address(address.ip)
-        ip_key: tuple = (ip.version, int(ip))
-    except ValueError:
-        ip_key = (99, address.ip)
-    return ip_key + (address.target_ref.uid,)
+    return _ip_sort_key(address.ip) + (address.target_ref.uid,)
 
 
 def endpoint_subsets(service: Message, pods: Iterable[Message]) -> list[Message]:
@@ -166,20 +172,19 @@ def endpoint_subsets(service: Message, pods: Iterable[Message]) -> list[Message]
         if port is not None:
             ports.append(port)
 
-    subsets = []
+    # Sort on plain tuples, then build the messages once.
+    ordered = []
     for keys, ports in groups.items():
-        subset = core_pb2.EndpointSubset()
-        for key in sorted(keys):
-            address, ready = addresses[key]
-            (subset.addresses if ready else subset.not_ready_addresses).append(address)
-        for name, number, protocol in sorted(ports):
-            subset.ports.append(core_pb2.EndpointPort(name=name, port=number, protocol=protocol))
-        subsets.append(subset)
-    subsets.sort(key=lambda s: (
-        [(p.name, p.port, p.protocol) for p in s.ports],
-        [_address_key(a) for a in s.addresses],
-        [_address_key(a) for a in s.not_ready_addresses]))
-    return subsets
+        keys = sorted(keys)
+        ordered.append((sorted(ports), [k for k in keys if addresses[k][1]],
+                        [k for k in keys if not addresses[k][1]]))
+    ordered.sort()
+    return [core_pb2.EndpointSubset(
+        addresses=[addresses[k][0] for k in ready],
+        not_ready_addresses=[addresses[k][0] for k in not_ready],
+        ports=[core_pb2.EndpointPort(name=name, port=number, protocol=protocol)
+               for name, number, protocol in ports])
+        for ports, ready, not_ready in ordered]
 
 
 def endpoints_labels(service: Message) -> dict[str, str]:

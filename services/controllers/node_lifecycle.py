@@ -399,6 +399,8 @@ class NodeLifecycleController(Controller):
         """Mark pods not ready, evict and force-delete as due; returns when
         something next falls due (None: nothing pending)."""
         no_execute = [] if disrupted else self._no_execute_taints(node, now)
+        if not pods or (ready == "True" and not expired and not no_execute):
+            return None  # the common case: nothing to do for any pod
         unhealthy_since = health.probe_time + self.grace_period
         calls, due = [], None
 
@@ -452,6 +454,8 @@ class NodeLifecycleController(Controller):
 
     async def _run_all(self, calls: list) -> None:
         """Run per-pod calls a few at a time; raise the first failure after all ran."""
+        if not calls:
+            return
         async def limited(call):
             async with self._pod_calls:
                 return await call
