@@ -373,10 +373,11 @@ def describe_pod(w: Writer, pod: Message, now: float) -> None:
     if status.message:
         w.kv(0, "Message", status.message)
     w.kv(0, "IP", status.pod_ip)
-    if status.pod_ips:
+    ips = [ip.ip for ip in status.pod_ips] or ([status.pod_ip] if status.pod_ip else [])
+    if ips:
         w.kv(0, "IPs")
-        for ip in status.pod_ips:
-            w.kv(1, "IP", ip.ip)
+        for ip in ips:
+            w.kv(1, "IP", ip)
     else:
         w.kv(0, "IPs", NONE)
     _controlled_by(w, pod)

@@ -47,6 +47,21 @@ def local(tmp_path):
     return run
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and _alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def _pids(state: Path) -> dict[str, int]:
     record = json.loads((state / "cluster.json").read_text())
     return {p["name"]: p["pid"] for p in record["processes"]}
@@ -81,6 +96,7 @@ def test_up_get_up_again_down(local):
     for name, pid in pids.items():
         assert not _alive(pid), f"{name} (pid {pid}) still running after down"
         assert f"{name} (pid {pid}) stopped" in down.stdout
+    assert _processes_mentioning(str(local.state)) == []
     assert not (local.state / "cluster.json").exists()
     assert (local.state / "etcd").is_dir()  # data kept without --purge
     assert not local.config.exists()
@@ -122,3 +138,28 @@ def test_up_restarts_a_cluster_whose_processes_died(local):
     finally:
         local("down", "--purge", ok=False)
     assert all(not _alive(pid) for pid in pids.values())
+
+
+def test_failed_up_leaves_nothing_running(tmp_path, monkeypatch, capsys):
+    """A component that dies at start: up fails with its log tail and stops what it started."""
+    from kubeling.cli import cluster, main
+
+    broken = cluster.Component(
+        "broken", command=lambda ctx: [sys.executable, "-c", "import sys; print('cannot start: no widgets'); sys.exit(3)"],
+        ready=cluster._wait_api, prepare=cluster._pick_api_port)
+    monkeypatch.setattr(cluster, "COMPONENTS", [cluster.COMPONENTS[0], broken])
+    monkeypatch.setenv("KUBELING_CONFIG", str(tmp_path / "config"))
+    state = tmp_path / "state"
+    assert main.main(["up", "--state-dir", str(state), "--timeout", "10"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: broken exited before it was ready")
+    assert "cannot start: no widgets" in err
+    assert "nothing is left running" in err
+    assert not (state / "cluster.json").exists()
+    assert not (tmp_path / "config").exists()
+    etcd_log = (state / "logs" / "etcd.log").read_text()
+    assert "starting" in etcd_log
+    # the etcd that was started has been stopped
+    assert _processes_mentioning(f"--data-dir={state}/etcd") == []
+    assert main.main(["down", "--state-dir", str(state)]) == 0
+    assert "no local cluster is running" in capsys.readouterr().out
