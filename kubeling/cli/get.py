@@ -63,10 +63,11 @@ async def run(args: argparse.Namespace) -> int:
             found.append((kind, objs))
         all_objs = [o for _, objs in found for o in objs]
         if args.output in ("yaml", "json", "name"):
-            if all_objs or args.output != "name":
+            # A named object prints bare; anything else as a List (an empty one too,
+            # unless every named object was missing).
+            if all_objs or not any_names:
                 single = any_names and len(targets) == 1 and len(targets[0][1]) == 1
-                if all_objs or not any_names:
-                    out.write(printers.render_objects(all_objs, args.output, single))
+                out.write(printers.render_objects(all_objs, args.output, single))
         else:
             first = True
             show_kind = len(targets) > 1

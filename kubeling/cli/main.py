@@ -146,8 +146,15 @@ def _main(argv: list[str]) -> int:
         raise
     except OSError as e:
         _flush()
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        where = f" {e.filename}:" if getattr(e, "filename", None) else ""
         print(f"error:{where} {e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug, but still one line unless asked
+        if os.environ.get("KUBELING_DEBUG"):
+            raise
+        _flush()
+        print(f"error: internal error: {type(e).__name__}: {e} "
+              f"(run with KUBELING_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
 
 
