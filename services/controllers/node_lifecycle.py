@@ -100,6 +100,8 @@ ORPHAN_QUARANTINE_SECONDS = 40.0
 DEFAULT_GRACE_PERIOD_SECONDS = 30
 # Concurrent API calls for the pods of one node.
 POD_CALL_CONCURRENCY = 16
+# An evicted pod is not evicted again for this long while our cache has yet to show its deletion.
+EVICTION_MEMORY_SECONDS = 10.0
 
 
 # ------------------------------------------------------------ time helpers
@@ -310,6 +312,7 @@ class NodeLifecycleController(Controller):
         self._unhealthy: set[str] = set()                 # expired or not Ready, among existing nodes
         self._taint_seen: dict[str, dict[tuple, float]] = {}  # NoExecute taints without timeAdded
         self._orphans_seen: dict[str, float] = {}          # node name -> first seen missing
+        self._evicted: dict[str, float] = {}               # pod uid -> when we deleted it
         self._pod_calls = asyncio.Semaphore(POD_CALL_CONCURRENCY)
 
     # ------------------------------------------------------------ reconcile
@@ -412,6 +415,8 @@ class NodeLifecycleController(Controller):
             if pod.spec.node_name != node.metadata.name:
                 continue
             terminating = pod.metadata.HasField("deletion_timestamp")
+            if terminating:
+                self._evicted.pop(pod.metadata.uid, None)
             finished = pod.status.phase in ("Succeeded", "Failed")
             if ready is not None and ready != "True" and not finished and is_pod_ready(pod):
                 calls.append(self._mark_pod_not_ready(pod, now))
@@ -429,7 +434,9 @@ class NodeLifecycleController(Controller):
                 if at is None:
                     continue
                 if at <= now:
-                    calls.append(self._evict(pod))
+                    if now - self._evicted.get(pod.metadata.uid, -EVICTION_MEMORY_SECONDS) \
+                            >= EVICTION_MEMORY_SECONDS:
+                        calls.append(self._evict(pod, now))
                 else:
                     later(at)
         await self._run_all(calls)
@@ -472,17 +479,21 @@ class NodeLifecycleController(Controller):
                 c.last_transition_time.CopyFrom(timestamp(now))
         try:
             await self.client.update_status(new)
-        except NotFoundError:
-            return
+        except (NotFoundError, ConflictError):
+            return  # gone, or changed: the change brings the node back to the queue
         await self.recorder.event(pod, WARNING, NODE_NOT_READY, "Node is not ready")
 
-    async def _evict(self, pod: Message) -> None:
+    async def _evict(self, pod: Message, now: float) -> None:
         ns, name = pod.metadata.namespace, pod.metadata.name
         await self.recorder.event(pod, NORMAL, TAINT_MANAGER_EVICTION, f"Marking for deletion Pod {ns}/{name}")
         try:
             await self.client.delete("pods", name, ns, uid=pod.metadata.uid)
         except (NotFoundError, ConflictError):
             return  # gone already, or a new pod of that name
+        if len(self._evicted) > 10000:
+            self._evicted = {uid: at for uid, at in self._evicted.items()
+                             if now - at < EVICTION_MEMORY_SECONDS}
+        self._evicted[pod.metadata.uid] = now
         log.info("evicted pod %s/%s from node %s", ns, name, pod.spec.node_name)
 
     async def _force_delete(self, pod: Message, why: str) -> None:

@@ -420,3 +420,19 @@ async def test_pods_of_a_deleted_node_are_force_deleted_after_quarantine(lifecyc
     c.clock.now = T0 + 41
     assert await c.reconcile("gone") is None
     assert c.client.calls == [("delete", "default/orphan", 0)]
+
+
+async def test_pod_is_not_evicted_twice_while_the_cache_lags(lifecycle):
+    c = lifecycle
+    put(c.nodes, make_node(ready="Unknown", taints=[(TAINT_UNREACHABLE, NO_EXECUTE, T0)]),
+        make_node("node-2", heartbeat=T0))
+    put(c.leases, make_lease(renewed=T0), make_lease("node-2", renewed=T0))
+    stale = make_pod("a")
+    put(c.pods, stale)
+    c.clock.now = T0 + 3.5
+    await c.reconcile("node-1")
+    assert [call for call in c.client.calls if call[0] == "delete"] == [("delete", "default/a", None)]
+    put(c.pods, stale)  # the informer has not delivered the deletion yet
+    await c.reconcile("node-1")
+    assert [call for call in c.client.calls if call[0] == "delete"] == [("delete", "default/a", None)]
+    assert [e for e in c.recorder.events if e[2] == TAINT_MANAGER_EVICTION] == [("Pod", "a", TAINT_MANAGER_EVICTION)]
