@@ -27,10 +27,12 @@ a TaintManagerEviction Event) when the first taint it does not tolerate for
 long enough runs out:
 - a matching toleration without tolerationSeconds tolerates it forever;
   with tolerationSeconds, that long (the shortest of several; <= 0: not at all);
-- with no matching toleration, the unreachable and not-ready taints are
-  tolerated for `pod_eviction_timeout` (default 3 s; Kubernetes' default
-  tolerations of 300 s, sized down to the promised recovery time), and any
-  other NoExecute taint not at all;
+- with no matching toleration, the unreachable taint is tolerated for
+  `pod_eviction_timeout` (default 3 s: Kubernetes' default toleration of
+  300 s, sized down to the promised recovery time); the not-ready taint for
+  Kubernetes' 300 s, because a node whose agent reports Ready=False is alive
+  (its runtime may be restarting) and its containers should outlive a
+  short hiccup; any other NoExecute taint not at all;
 - the clock starts when the taint was added, or when the pod was created if
   that was later.
 
@@ -96,6 +98,8 @@ MESSAGE_NEVER_UPDATED = "Kubelet never posted node status."
 NODE_MONITOR_PERIOD = 1.0
 # Pods bound to a Node that does not exist are deleted after this long (pod GC's quarantine).
 ORPHAN_QUARANTINE_SECONDS = 40.0
+# How long pods tolerate the not-ready taint by default (Kubernetes' DefaultTolerationSeconds).
+NOT_READY_TOLERATION_SECONDS = 300.0
 # Kubernetes' default pod grace period, for pods that do not say.
 DEFAULT_GRACE_PERIOD_SECONDS = 30
 # Concurrent API calls for the pods of one node.
@@ -245,10 +249,13 @@ def tolerates(toleration: Message, taint: Message) -> bool:
 
 
 def eviction_deadline(pod: Message, taints: Iterable[tuple[Message, float]],
-                      default_toleration_seconds: float) -> float | None:
+                      default_toleration_seconds: float,
+                      not_ready_toleration_seconds: float = NOT_READY_TOLERATION_SECONDS) -> float | None:
     """When `pod` must be evicted for the NoExecute `taints` (each with the
     time it was added), as Unix seconds; None when it tolerates them forever.
-    See the module docstring for the rules."""
+    Without a matching toleration, the unreachable taint is tolerated for
+    `default_toleration_seconds` and the not-ready one for
+    `not_ready_toleration_seconds`. See the module docstring for the rules."""
     created = seconds(pod.metadata.creation_timestamp) or 0.0
     deadline = None
     for taint, added in taints:
@@ -260,8 +267,10 @@ def eviction_deadline(pod: Message, taints: Iterable[tuple[Message, float]],
             if not limits:
                 continue  # tolerated forever
             allowed = float(max(0, min(limits)))
-        elif taint.key in (TAINT_UNREACHABLE, TAINT_NOT_READY):
+        elif taint.key == TAINT_UNREACHABLE:
             allowed = default_toleration_seconds
+        elif taint.key == TAINT_NOT_READY:
+            allowed = not_ready_toleration_seconds
         else:
             allowed = 0.0
         at = max(added, created) + allowed

@@ -230,9 +230,13 @@ UNREACHABLE_AT_T0 = [(taint(), T0)]
     (make_pod("a"), [(taint(effect=NO_SCHEDULE), T0)], None),
     (make_pod("a", created=T0 + 20), UNREACHABLE_AT_T0, T0 + 23),
     (make_pod("a"), [], None),
+    (make_pod("a"), [(taint(TAINT_NOT_READY), T0)], T0 + 300),
+    (make_pod("a", tolerations=[{"key": TAINT_NOT_READY, "operator": "Exists", "seconds": 5}]),
+     [(taint(TAINT_NOT_READY), T0)], T0 + 5),
 ], ids=["default-timeout", "toleration-seconds", "tolerates-forever", "wildcard-forever",
         "shortest-of-several", "negative-seconds-evicts-now", "untolerated-user-taint-evicts-now",
-        "second-taint-untolerated", "no-schedule-ignored", "clock-starts-at-pod-creation", "no-taints"])
+        "second-taint-untolerated", "no-schedule-ignored", "clock-starts-at-pod-creation", "no-taints",
+        "not-ready-kubernetes-default", "not-ready-toleration-seconds"])
 def test_eviction_deadline(pod, taints, expected):
     assert eviction_deadline(pod, taints, default_toleration_seconds=3.0) == expected
 
