@@ -452,6 +452,8 @@ class HollowNodes:
                 raise
             except ApiError as e:
                 log.warning("%s: lease renewal failed: %s", node.name, e)
+            except Exception:  # noqa: BLE001 - one bad renewal must not stop the node
+                log.exception("%s: lease renewal failed", node.name)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def _renew(self, node: HollowNode) -> None:
@@ -482,6 +484,8 @@ class HollowNodes:
                 raise
             except ApiError as e:
                 log.warning("%s: node status update failed: %s", node.name, e)
+            except Exception:  # noqa: BLE001 - one bad post must not stop the node
+                log.exception("%s: node status update failed", node.name)
             try:
                 await asyncio.wait_for(node.wake.wait(), interval)
             except asyncio.TimeoutError:
