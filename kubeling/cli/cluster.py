@@ -61,6 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
                          "/var/lib/kubeling as root, else ~/.kubeling/state)")
     up.add_argument("--timeout", type=float, default=API_READY_TIMEOUT,
                     help="seconds to wait for each component to become ready")
+    up.add_argument("--hollow-nodes", type=int, default=0, metavar="N",
+                    help="also run N simulated nodes (no containers) for trying the control plane")
     up.set_defaults(run=run_up)
     down = sub.add_parser("down", parents=parents, help="stop the local cluster",
                           description="Stop every process `kubeling up` started.")
@@ -133,6 +135,7 @@ class Component:
     ready: Callable[[Context, Process], Awaitable[None]] | None = None
     describe: Callable[[Context], str] | None = None
     attempts: int = 3  # tries when it dies at once (a port taken since we picked it)
+    enabled: Callable[[Context], bool] | None = None  # None: always started
 
 
 class StartError(Exception):
@@ -236,11 +239,36 @@ async def _wait_api(ctx: Context, proc: Process) -> None:
         await asyncio.sleep(0.2)
 
 
+def _scheduler_command(ctx: Context) -> list[str]:
+    return [ctx.python, "-m", "services.scheduler", "--server", ctx.api_address]
+
+
+def _controllers_command(ctx: Context) -> list[str]:
+    return [ctx.python, "-m", "services.controllers", "--server", ctx.api_address]
+
+
+def _hollow_nodes_command(ctx: Context) -> list[str]:
+    return [ctx.python, "-m", "node_agent.hollow", "--server", ctx.api_address,
+            "--count", str(ctx.values["hollow_nodes"])]
+
+
+async def _stays_up(ctx: Context, proc: Process) -> None:
+    """A client of the API server is ready when it has not died at start."""
+    await asyncio.sleep(0.5)
+    if not proc.alive():
+        raise StartError(f"{proc.name} exited at start")
+
+
 # Started in this order, stopped in the reverse order.
 COMPONENTS: list[Component] = [
     Component("etcd", start=_start_etcd, attempts=1),
     Component("apiserver", prepare=_pick_api_port, command=_apiserver_command, ready=_wait_api,
               describe=lambda ctx: f"listening on {ctx.api_address}"),
+    Component("controller-manager", command=_controllers_command, ready=_stays_up, attempts=1),
+    Component("scheduler", command=_scheduler_command, ready=_stays_up, attempts=1),
+    Component("hollow-nodes", command=_hollow_nodes_command, ready=_stays_up, attempts=1,
+              enabled=lambda ctx: ctx.values.get("hollow_nodes", 0) > 0,
+              describe=lambda ctx: f"{ctx.values['hollow_nodes']} simulated nodes"),
 ]
 
 
@@ -369,12 +397,17 @@ async def run_up(args: argparse.Namespace) -> int:
             (state_dir / RECORD).unlink(missing_ok=True)
 
         ctx = Context(state_dir=state_dir, timeout=args.timeout)
+        if args.hollow_nodes < 0:
+            raise CliError("--hollow-nodes must be 0 or more")
+        ctx.values["hollow_nodes"] = args.hollow_nodes
         ctx.logs.mkdir(parents=True, exist_ok=True)
         record = {"state_dir": str(state_dir), "server": "", "config": str(config_file),
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "processes": []}
         started: list[Process] = []
         try:
             for component in COMPONENTS:
+                if component.enabled is not None and not component.enabled(ctx):
+                    continue
                 proc = await _start_component(ctx, component)
                 started.append(proc)
                 record["processes"] = [p.to_json() for p in started]
