@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 from kubeling.client.errors import ApiError
 from kubeling.config import ConfigError
 
-from . import apply, cluster, create, delete, describe, get, scale
+from . import apply, cluster, create, delete, describe, get, hollow_nodes, scale
 from .common import CliError, ServerErrors, format_api_error
 
 EXIT_INTERRUPTED = 130
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_parser(sub, [common])
     create.add_parser(sub, [common])
     scale.add_parser(sub, [common])
+    hollow_nodes.register(sub, [common])
     cluster.add_parsers(sub, [common])
     v = sub.add_parser("version", parents=[common], help="print the client version (and the server's address)")
     v.add_argument("--client", action="store_true", help="only the client version")
