@@ -32,7 +32,7 @@ from typing import Iterable
 from google.protobuf.message import Message
 
 from kubeling.api.v1 import core_pb2, meta_pb2
-from kubeling.client.errors import AlreadyExistsError, ConflictError, NotFoundError
+from kubeling.client.errors import AlreadyExistsError, ConflictError, ForbiddenError, NotFoundError
 from kubeling.client.events import WARNING
 from kubeling.client.informer import split_key
 from kubeling.labels import Selector, SelectorError, selector_from_set
@@ -294,6 +294,11 @@ class EndpointsController(Controller):
                 await self.client.create(ep)
             except AlreadyExistsError:
                 raise  # our cache is behind; retry once it has caught up
+            except ForbiddenError as e:
+                if "being terminated" in str(e):
+                    return None  # the namespace is going away, and the Service with it
+                await self._failed(service, FAILED_TO_CREATE_ENDPOINT, "create", e)
+                raise
             except Exception as e:
                 await self._failed(service, FAILED_TO_CREATE_ENDPOINT, "create", e)
                 raise
