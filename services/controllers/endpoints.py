@@ -232,16 +232,11 @@ class EndpointsController(Controller):
         self.pods = self.informers.informer("pods")
         self.endpoints = self.informers.informer("endpoints")
         for informer in (self.services, self.pods):
-            if _NAMESPACE_INDEX not in informer.store._indexers:
-                informer.store.add_index(_NAMESPACE_INDEX, lambda o: [o.metadata.namespace])
+            informer.store.add_index(_NAMESPACE_INDEX, lambda o: [o.metadata.namespace])
 
         self.watch(self.services)
-        self.pods.add_handler(
-            on_add=self._pod_changed,
-            on_update=lambda old, new: (
-                None if _relevant(old) == _relevant(new) else (self._pod_changed(old),
-                                                               self._pod_changed(new))),
-            on_delete=self._pod_changed)
+        self.pods.add_handler(on_add=self._pod_changed, on_update=self._pod_updated,
+                              on_delete=self._pod_changed)
         # As Kubernetes: look at every existing Endpoints once (leftovers of
         # Services deleted while we were down), then at updates and deletes,
         # so hand edits of managed Endpoints are undone and a deleted one comes back.
@@ -249,6 +244,11 @@ class EndpointsController(Controller):
             on_add=lambda ep: None if self.endpoints.has_synced else self.enqueue(ep),
             on_update=lambda old, new: self.enqueue(new),
             on_delete=self.enqueue)
+
+    def _pod_updated(self, old: Message, new: Message) -> None:
+        if _relevant(old) != _relevant(new):  # most pod updates (container statuses...) are not
+            self._pod_changed(old)
+            self._pod_changed(new)
 
     def _pod_changed(self, pod: Message) -> None:
         for key in self.services_for_pod(pod):
