@@ -289,3 +289,20 @@ def test_every_controller_module_registers():
     load_controllers()
     assert {"endpoints", "nodeipam", "nodelifecycle"} <= set(CONTROLLERS)
 
+
+
+@pytest.mark.parametrize("change, enqueued", [
+    (lambda p: p.status.container_statuses.add(name="main", restart_count=1), False),
+    (lambda p: p.metadata.annotations.update({"note": "x"}), False),
+    (lambda p: p.status.conditions[0].__setattr__("status", "False"), True),
+    (lambda p: p.status.__setattr__("pod_ip", "10.244.0.99"), True),
+    (lambda p: p.metadata.labels.__setitem__("app", "other"), True),
+    (lambda p: p.metadata.deletion_timestamp.GetCurrentTime(), True),
+], ids=["container-status", "annotation", "readiness", "ip", "labels", "terminating"])
+def test_only_pod_changes_that_matter_enqueue_the_service(controller, change, enqueued):
+    put(controller.services, make_service())
+    old = make_pod("a", "10.244.0.5", ports=HTTP)
+    new = copy(old)
+    change(new)
+    controller._pod_updated(old, new)
+    assert (len(controller.queue) == 1) is enqueued
