@@ -1296,8 +1296,8 @@ def _endpoints(ep: Message) -> Errors:
         for field, json_name in (("addresses", "addresses"), ("not_ready_addresses", "notReadyAddresses")):
             for j, address in enumerate(getattr(subset, field)):
                 errs += _endpoint_address(address, f"{p}.{json_name}[{j}]")
-        if not subset.ports:
-            errs.append(FieldError.required(f"{p}.ports"))
+        # A subset without ports is how a headless Service without ports is
+        # published, so it is allowed, as in Kubernetes.
         require_name = len(subset.ports) > 1
         port_names: set[str] = set()
         for j, port in enumerate(subset.ports):
