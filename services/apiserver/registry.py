@@ -570,6 +570,11 @@ class Registry:
         start = self._parse_rv(resource_version) if resource_version else None
         cache = self.caches[kind.resource]
         key_prefix = self._prefix(kind, namespace if kind.namespaced else "")
+        # A version from the future would silently skip every event up to it.
+        # The cache sees only this resource's writes, so etcd is the judge.
+        if start and start > cache.current_revision and start > await self.storage.current_revision():
+            raise InvalidError(f"resourceVersion: Invalid value: {resource_version!r}: is newer than "
+                               f"the server's current version")
         try:
             watcher = cache.watch(start, key_prefix=key_prefix)
         except CompactedError:
