@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
@@ -46,6 +47,9 @@ MAX_OBJECT_BYTES = 1536 * 1024
 # Namespaces that exist from the start, as in Kubernetes.
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_BOOKMARK_SECONDS = 10.0
+# Objects remembered as last written or read, to skip the read before an
+# update that names the version we remember.
+RECENT_OBJECTS = 20000
 
 FINALIZER_ORPHAN = "orphan"
 FINALIZER_FOREGROUND = "foregroundDeletion"
@@ -77,6 +81,7 @@ class Registry:
         # create whose namespace is not here falls back to reading etcd.
         self._namespaces: dict[str, Message] = {}
         self._ns_task: asyncio.Task | None = None
+        self._recent: OrderedDict[bytes, tuple[int, Message]] = OrderedDict()
 
     # ----------------------------------------------------------- life cycle
 
@@ -169,11 +174,15 @@ class Registry:
         return obj
 
     async def _read(self, kind: Kind, namespace: str, name: str) -> tuple[Message, int]:
+        key = self._key(kind, namespace, name)
         try:
-            kv = await self.storage.get(self._key(kind, namespace, name))
+            kv = await self.storage.get(key)
         except KeyNotFoundError:
+            self._recent.pop(key, None)
             raise not_found(kind, name) from None
-        return self._decoder(kind)(kv.value, kv.mod_revision), kv.mod_revision
+        obj = self._decoder(kind)(kv.value, kv.mod_revision)
+        self._remember(key, kv.mod_revision, copy(obj))
+        return obj, kv.mod_revision
 
     async def list(self, kind: Kind, namespace: str = "", label_selector: str = "",
                    field_selector: str = "", limit: int = 0, continue_token: str = "",
@@ -310,6 +319,7 @@ class Registry:
                     continue
                 raise already_exists(kind, meta.name) from None
             meta.resource_version = str(revision)
+            self._remember(self._key(kind, meta.namespace, meta.name), revision, copy(obj))
             return obj
         raise AssertionError("unreachable")
 
@@ -373,8 +383,19 @@ class Registry:
         expected = obj.metadata.resource_version
         if expected:
             self._parse_rv(expected)
+        key = self._key(kind, namespace, name)
+        # A writer that read the object from us (a lease renewer, a
+        # controller updating status) sends back the version we last saw;
+        # then that copy is the old object and etcd's compare in the write
+        # is the only round trip. Any other case reads etcd first.
+        recent = self._recent.get(key) if expected else None
         while True:
-            old, revision = await self._read(kind, namespace, name)
+            if recent is not None and str(recent[0]) == expected:
+                revision, old = recent
+                old = copy(old)
+            else:
+                old, revision = await self._read(kind, namespace, name)
+            recent = None
             if expected and expected != str(revision):
                 raise conflict(kind, name)
             if obj.metadata.uid and obj.metadata.uid != old.metadata.uid:
@@ -390,10 +411,10 @@ class Registry:
                 return old  # nothing changed: no write, same resourceVersion
             if dry_run:
                 return new
-            key = self._key(kind, namespace, name)
             try:
                 if self._finalized(kind, new):
                     _, rev = await self.storage.delete(key, expected_mod_revision=revision)
+                    self._recent.pop(key, None)
                     new.metadata.resource_version = str(rev)
                     return new
                 value = self._encode(new)
@@ -406,7 +427,15 @@ class Registry:
             except KeyNotFoundError:
                 raise not_found(kind, name) from None
             new.metadata.resource_version = str(rev)
+            self._remember(key, rev, copy(new))
             return new
+
+    def _remember(self, key: bytes, revision: int, obj: Message) -> None:
+        """Keep the object we just wrote or read, as of its revision."""
+        self._recent[key] = (revision, obj)
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_OBJECTS:
+            self._recent.popitem(last=False)
 
     @staticmethod
     def _merge(kind: Kind, old: Message, obj: Message, status_only: bool) -> Message:
@@ -480,6 +509,7 @@ class Registry:
             try:
                 if not pending:
                     _, rev = await self.storage.delete(key, expected_mod_revision=revision)
+                    self._recent.pop(key, None)
                     old.metadata.resource_version = str(rev)
                     return old, False
                 if not meta.HasField("deletion_timestamp"):
