@@ -15,10 +15,22 @@ def main() -> None:
     parser.add_argument("--etcd-servers", required=True,
                         help="comma-separated etcd client endpoints (host:port); fails over in order")
     parser.add_argument("--bind", default="127.0.0.1:6443", help="address to serve the API on")
+    parser.add_argument("--service-cluster-ip-range", default="10.96.0.0/16",
+                        help="CIDR that Service cluster IPs are allocated from")
+    parser.add_argument("--service-node-port-range", default="30000-32767",
+                        help="range of ports NodePort Services get (first-last)")
+    parser.add_argument("--advertise-address", default="",
+                        help="IP the `kubernetes` Service points at (default: the bind address)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_run(ApiServer(args.etcd_servers.split(","), args.bind)))
+    try:
+        lo, hi = (int(x) for x in args.service_node_port_range.split("-"))
+    except ValueError:
+        parser.error(f"--service-node-port-range: expected FIRST-LAST, got {args.service_node_port_range!r}")
+    asyncio.run(_run(ApiServer(args.etcd_servers.split(","), args.bind,
+                               service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi),
+                               advertise_address=args.advertise_address)))
 
 
 async def _run(server: ApiServer) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from .errors import (ApiError, ConflictError, FailedPreconditionError, FieldErro
                      not_found)
 from .storage import (CompactedError, ConflictError as StorageConflict, FutureRevisionError,
                       KeyExistsError, KeyNotFoundError, Storage)
+from .service_allocator import AllocationError, ServiceAllocator
 from .watch_cache import WatchCache, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,10 @@ class Event:
 class Registry:
     """Every verb of the API over one Storage, with one WatchCache per resource."""
 
-    def __init__(self, storage: Storage, *, watch_cache_capacity: int = 20000):
+    def __init__(self, storage: Storage, *, watch_cache_capacity: int = 20000,
+                 service_cidr: str = "10.96.0.0/16", node_port_range: tuple[int, int] = (30000, 32767)):
         self.storage = storage
+        self.service_allocator = ServiceAllocator(storage, service_cidr, node_port_range)
         self.caches: dict[str, WatchCache] = {}
         self._capacity = watch_cache_capacity
         # Namespaces known to exist, fed by the namespaces watch cache; a
@@ -93,6 +97,11 @@ class Registry:
             self.caches[kind.resource] = cache
         await self._ensure_system_namespaces()
         self._ns_task = asyncio.create_task(self._follow_namespaces())
+        await self._repair_service_allocations()
+
+    async def publish(self, advertise_address: str) -> None:
+        """Point the `kubernetes` Service in `default` at this API server."""
+        await self._ensure_kubernetes_service(advertise_address)
 
     async def stop(self) -> None:
         if self._ns_task:
@@ -306,6 +315,15 @@ class Registry:
             await self._check_namespace(kind, obj)
         if dry_run:
             return obj
+        allocated = await self._allocate_service(obj, None) if kind.kind == "Service" else []
+        try:
+            return await self._store_new(kind, obj)
+        except BaseException:
+            await self._release_service(allocated)
+            raise
+
+    async def _store_new(self, kind: Kind, obj: Message) -> Message:
+        meta = obj.metadata
         for attempt in range(8):
             if meta.generate_name and (not meta.name or attempt):
                 meta.name = meta.generate_name + names.generate_name_suffix()
@@ -402,6 +420,8 @@ class Registry:
                 raise conflict(kind, name, f"Precondition failed: UID in precondition: "
                                            f"{obj.metadata.uid}, UID in object meta: {old.metadata.uid}")
             new = self._merge(kind, old, obj, status_only)
+            if kind.kind == "Service" and not status_only:
+                _keep_service_allocations(old, new)
             if not status_only:
                 defaults.apply(kind, new)
             self._check(kind, new, old)
@@ -411,24 +431,131 @@ class Registry:
                 return old  # nothing changed: no write, same resourceVersion
             if dry_run:
                 return new
+            claimed = []
+            if kind.kind == "Service" and not status_only and not self._finalized(kind, new):
+                claimed = await self._allocate_service(new, old)
             try:
                 if self._finalized(kind, new):
                     _, rev = await self.storage.delete(key, expected_mod_revision=revision)
                     self._recent.pop(key, None)
+                    await self._release_unused(kind, old, None)
                     new.metadata.resource_version = str(rev)
                     return new
                 value = self._encode(new)
                 self._check_size(kind, new, value)
                 rev = await self.storage.update(key, value, expected_mod_revision=revision)
             except StorageConflict:
+                await self._release_service(claimed)
                 if expected:
                     raise conflict(kind, name) from None
                 continue  # unconditional update: read again and reapply
-            except KeyNotFoundError:
-                raise not_found(kind, name) from None
+            except BaseException as e:
+                await self._release_service(claimed)
+                if isinstance(e, KeyNotFoundError):
+                    raise not_found(kind, name) from None
+                raise
+            await self._release_unused(kind, old, new)
             new.metadata.resource_version = str(rev)
             self._remember(key, rev, copy(new))
             return new
+
+    # ------------------------------------------------- service allocations
+
+    async def _allocate_service(self, svc: Message, old: Message | None) -> list[tuple]:
+        """Give a Service the cluster IP and node ports it lacks (or claim the
+        ones it asks for); returns what was newly claimed, to undo on failure."""
+        kind = kinds.of(svc)
+        spec = svc.spec
+        owner = f"{svc.metadata.namespace}/{svc.metadata.name or svc.metadata.generate_name}"
+        claimed: list[tuple] = []
+        alloc = self.service_allocator
+        try:
+            old_ip = old.spec.cluster_ip if old is not None else ""
+            if spec.cluster_ip != "None" and (not old_ip or old_ip == "None"):
+                ip = await alloc.allocate_ip(owner, spec.cluster_ip)
+                claimed.append(("ip", ip))
+                spec.cluster_ip = ip
+                del spec.cluster_ips[:]
+                spec.cluster_ips.append(ip)
+            held = _node_ports(old) if old is not None else set()
+            if spec.type == "NodePort":
+                for i, port in enumerate(spec.ports):
+                    protocol = port.protocol or "TCP"
+                    if port.node_port and (protocol, port.node_port) in held:
+                        continue
+                    port.node_port = await alloc.allocate_port(owner, protocol, port.node_port,
+                                                               f"spec.ports[{i}].nodePort")
+                    claimed.append(("port", protocol, port.node_port))
+        except AllocationError as e:
+            await self._release_service(claimed)
+            raise invalid(kind, svc.metadata.name, [e.error]) from None
+        except BaseException:
+            await self._release_service(claimed)
+            raise
+        return claimed
+
+    async def _release_service(self, claimed: list[tuple]) -> None:
+        for item in claimed:
+            try:
+                if item[0] == "ip":
+                    await self.service_allocator.release_ip(item[1])
+                else:
+                    await self.service_allocator.release_port(item[1], item[2])
+            except Exception as e:  # noqa: BLE001 - repair() frees it at the next start
+                log.warning("could not release %s: %s", item, e)
+
+    async def _release_unused(self, kind: Kind, old: Message, new: Message | None) -> None:
+        """After a Service changed or went away, free what it no longer uses."""
+        if kind.kind != "Service":
+            return
+        freed = []
+        if old.spec.cluster_ip and old.spec.cluster_ip != "None" and (
+                new is None or new.spec.cluster_ip != old.spec.cluster_ip):
+            freed.append(("ip", old.spec.cluster_ip))
+        kept = _node_ports(new) if new is not None else set()
+        freed += [("port", proto, port) for proto, port in _node_ports(old) - kept]
+        await self._release_service(freed)
+
+    async def _repair_service_allocations(self) -> None:
+        services = await self.list(kinds.by_kind("Service"))
+        ips = {s.spec.cluster_ip for s in services.items if s.spec.cluster_ip not in ("", "None")}
+        ports = set().union(*(_node_ports(s) for s in services.items)) if services.items else set()
+        freed = await self.service_allocator.repair(ips, ports)
+        if freed:
+            log.info("released %d service allocations no Service uses", freed)
+
+    async def _ensure_kubernetes_service(self, advertise: str) -> None:
+        """The `kubernetes` Service in `default` points at the API server."""
+        host, _, port = advertise.rpartition(":")
+        svc_kind, ep_kind = kinds.by_kind("Service"), kinds.by_kind("Endpoints")
+        svc = svc_kind.new()
+        svc.metadata.name, svc.metadata.namespace = "kubernetes", "default"
+        svc.metadata.labels["component"] = "apiserver"
+        svc.metadata.labels["provider"] = "kubernetes"
+        svc.spec.cluster_ip = self.service_allocator.first_ip()
+        p = svc.spec.ports.add(name="https", port=443, protocol="TCP")
+        p.target_port.number_value = int(port)
+        try:
+            await self.create(svc)
+        except ApiError as e:
+            if "already exists" not in e.message:
+                log.warning("could not create the kubernetes Service: %s", e.message)
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return  # pods cannot reach a loopback address; Kubernetes refuses it too
+        ep = ep_kind.new()
+        ep.metadata.name, ep.metadata.namespace = "kubernetes", "default"
+        subset = ep.subsets.add()
+        subset.addresses.add(ip=host)
+        subset.ports.add(name="https", port=int(port), protocol="TCP")
+        try:
+            current = await self.get(ep_kind, "default", "kubernetes")
+            ep.metadata.resource_version = current.metadata.resource_version
+            await self.update(ep)
+        except ApiError:
+            try:
+                await self.create(ep)
+            except ApiError as e:
+                log.warning("could not write the kubernetes Endpoints: %s", e.message)
 
     def _remember(self, key: bytes, revision: int, obj: Message) -> None:
         """Keep the object we just wrote or read, as of its revision."""
@@ -510,6 +637,7 @@ class Registry:
                 if not pending:
                     _, rev = await self.storage.delete(key, expected_mod_revision=revision)
                     self._recent.pop(key, None)
+                    await self._release_unused(kind, old, None)
                     old.metadata.resource_version = str(rev)
                     return old, False
                 if not meta.HasField("deletion_timestamp"):
@@ -659,6 +787,28 @@ def _copy_status(dst: Message, src: Message) -> None:
         dst.status.CopyFrom(src.status)
     else:
         dst.ClearField("status")
+
+
+def _node_ports(svc: Message) -> set[tuple[str, int]]:
+    if svc.spec.type != "NodePort":
+        return set()
+    return {(p.protocol or "TCP", p.node_port) for p in svc.spec.ports if p.node_port}
+
+
+def _keep_service_allocations(old: Message, new: Message) -> None:
+    """An update that leaves out the cluster IP or node ports keeps the
+    allocated ones, as Kubernetes does (kubectl apply sends neither)."""
+    if not new.spec.cluster_ip and old.spec.cluster_ip:
+        new.spec.cluster_ip = old.spec.cluster_ip
+        if not new.spec.cluster_ips:
+            new.spec.cluster_ips.extend(old.spec.cluster_ips)
+    if new.spec.type == "NodePort" and old.spec.type == "NodePort":
+        by_name = {(p.name, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
+        by_port = {(p.port, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
+        for p in new.spec.ports:
+            if not p.node_port:
+                p.node_port = (by_name.get((p.name, p.protocol or "TCP"))
+                               or by_port.get((p.port, p.protocol or "TCP")) or 0)
 
 
 def _set_pod_condition(pod: Message, type_: str, status: str) -> None:

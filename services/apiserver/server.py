@@ -25,9 +25,14 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 class ApiServer:
     """A running API server. `await start()`, then `.address`; `await stop()`."""
 
-    def __init__(self, etcd_endpoints: list[str], bind: str = "127.0.0.1:0"):
+    def __init__(self, etcd_endpoints: list[str], bind: str = "127.0.0.1:0", *,
+                 service_cidr: str = "10.96.0.0/16", node_port_range: tuple[int, int] = (30000, 32767),
+                 advertise_address: str = ""):
         self.etcd_endpoints = etcd_endpoints
         self.bind = bind
+        self.service_cidr = service_cidr
+        self.node_port_range = node_port_range
+        self.advertise_address = advertise_address
         self.storage: Storage | None = None
         self.registry: Registry | None = None
         self.server: grpc.aio.Server | None = None
@@ -36,7 +41,8 @@ class ApiServer:
     async def start(self) -> None:
         self.storage = Storage(self.etcd_endpoints)
         await self.storage.connect()
-        self.registry = Registry(self.storage)
+        self.registry = Registry(self.storage, service_cidr=self.service_cidr,
+                                 node_port_range=self.node_port_range)
         await self.registry.start()
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -55,6 +61,9 @@ class ApiServer:
         await self.server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        advertise = self.advertise_address or host
+        if advertise not in ("0.0.0.0", "::", "[::]", ""):
+            await self.registry.publish(f"{advertise}:{port}")
         log.info("API server listening on %s (etcd %s)", self.address, ",".join(self.etcd_endpoints))
 
     async def wait(self) -> None:
