@@ -31,7 +31,7 @@ node-deps:
 	cd tests/node && npm install --no-audit --no-fund --silent
 
 test: install proto-check node-deps
-	$(PY) -m pytest -q tests/unit tests/integration
+	$(PY) -m pytest -q tests/unit tests/integration tests/e2e
 
 unit: install
 	$(PY) -m pytest -q tests/unit
