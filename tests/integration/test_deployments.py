@@ -475,25 +475,33 @@ async def test_scaling_during_a_stuck_rollout_is_proportional(client, ns, contro
         await client.update(d)
     await retry_on_conflict(attempt)
 
+    seen: list[dict] = []
+
     async def sizes(expected):
         rss = await replica_sets(client, ns, "web")
         got = {image_of(rs): replicas_of(rs) for rs in rss}
+        if not seen or seen[-1] != got:
+            seen.append(got)
         return got if got == expected else None
     # Stuck: 2 old pods replaced by 5 new ones that never become ready.
     await eventually(lambda: sizes({GOOD: 8, BAD: 5}), what="rollout stuck at 8 old / 5 new")
 
     await set_replicas(client, ns, "web", 15)
     # 15 + 3 surge = 18 pods, 5 more, spread 3:2 as Kubernetes does (8*18/13 -> 11, 5*18/13 -> 7).
-    await eventually(lambda: sizes({GOOD: 11, BAD: 7}), what="proportional scale-up to 11 / 7")
+    await eventually(lambda: sizes({GOOD: 11, BAD: 7}), what=f"proportional scale-up to 11 / 7 (saw {seen})")
     d = await get(client, ns, "web")
     for rs in await replica_sets(client, ns, "web"):
         assert rs.metadata.annotations["deployment.kubernetes.io/desired-replicas"] == "15"
         assert rs.metadata.annotations["deployment.kubernetes.io/max-replicas"] == "18"
 
-    await set_replicas(client, ns, "web", 5)
-    # 5 + 3 = 8 pods: 18 -> 8, removed in proportion, leftovers from the largest (oldest on ties).
-    await eventually(lambda: sizes({GOOD: 5, BAD: 3}), what="proportional scale-down to 5 / 3")
-    await eventually(lambda: _pod_count(client, ns, 8), what="8 pods")
+    await set_replicas(client, ns, "web", 10)
+    # 10 + 3 = 13 pods: 18 -> 13, removed in proportion (11*13/18 -> 8, 7*13/18 -> 5). With
+    # maxUnavailable 2 the old RS cannot shrink further while no new pod is ready: stable.
+    await eventually(lambda: sizes({GOOD: 8, BAD: 5}), what=f"proportional scale-down to 8 / 5 (saw {seen})")
+    await eventually(lambda: _pod_count(client, ns, 13), what="13 pods")
+    messages = {e.message for e in (await client.list("events", ns)).items if e.reason == "ScalingReplicaSet"}
+    old_name = next(rs.metadata.name for rs in await replica_sets(client, ns, "web") if image_of(rs) == GOOD)
+    assert {f"Scaled up replica set {old_name} to 11", f"Scaled down replica set {old_name} to 8"} <= messages
 
 
 async def _pod_count(client, ns, n):
@@ -562,9 +570,13 @@ async def test_replica_set_adopts_orphans_and_replaces_deleted_pods(client, ns, 
 
     victim = next(p for p in await pods(client, ns) if p.metadata.name != "orphan")
     await client.delete("pods", victim.metadata.name, ns)
-    await eventually(three_ready, what="a replacement pod")
-    names = {p.metadata.name for p in await pods(client, ns)}
-    assert victim.metadata.name not in names and len(names) == 3
+
+    async def replaced():
+        ps = await pods(client, ns)
+        names = {p.metadata.name for p in ps}
+        return victim.metadata.name not in names and len(ps) == 3 and all(is_ready(p) for p in ps)
+    await eventually(replaced, what="a replacement pod")
+    await eventually(three_ready, what="3 ready replicas again")
 
     # Relabelled out of the selector: released, and replaced.
     async def relabel():
