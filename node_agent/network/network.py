@@ -55,7 +55,6 @@ from node_agent.network.errors import (
 )
 from node_agent.network.ipam_store import AlreadyAttachedError, ExhaustedError, IpamStore
 from node_agent.network.pod_interface import (
-    bring_up_host_side,
     configure_pod_side,
     create_veth,
     delete_link,
@@ -105,6 +104,7 @@ class PodNetwork:
         self._stores: dict[tuple[str, str], IpamStore] = {}
         self._hostport_lock = asyncio.Lock()
         self._node_ready = False
+        self._bridges: dict[tuple, BridgeInfo] = {}  # bridges verified by a full ensure
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -244,7 +244,7 @@ class PodNetwork:
         try:
             bridge = await self._ensure_bridge(cfg)
             try:
-                await create_veth(node, pod_fd, host, att.ifname, bridge.index, cfg.mtu)
+                host_mac, _ = await create_veth(node, pod_fd, host, att.ifname, bridge.index, cfg.mtu)
             except NetlinkError as e:
                 if e.code != 17:
                     raise
@@ -255,11 +255,10 @@ class PodNetwork:
                 # A host end without an IPAM record: left by an Add that died
                 # before it could clean up. It is ours by name; replace it.
                 await delete_link(node, host)
-                await create_veth(node, pod_fd, host, att.ifname, bridge.index, cfg.mtu)
+                host_mac, _ = await create_veth(node, pod_fd, host, att.ifname, bridge.index, cfg.mtu)
             veth_made = True
             async with netns.netns_session(pod_fd) as pod:
                 pod_mac = await configure_pod_side(pod, att.ifname, iface, gateway)
-            host_mac = await bring_up_host_side(node, host)
             result = self._result(cfg, bridge, host, host_mac, att, pod_mac, iface)
             store.update(address, dict(record, result=result,
                                        portMappings=[m.to_json() for m in att.port_mappings]))
@@ -308,7 +307,18 @@ class PodNetwork:
         return result
 
     async def _ensure_bridge(self, cfg: NetworkConfig) -> BridgeInfo:
-        return await ensure_bridge(self.node_ipr, cfg.bridge, cfg.gateway_ip, cfg.subnet.prefixlen, cfg.mtu)
+        """The bridge, verified. After one full ensure, an Add only re-reads the
+        link (one netlink call) and redoes the full ensure if it changed."""
+        key = (cfg.bridge, cfg.gateway_ip, cfg.subnet.prefixlen, cfg.mtu)
+        cached = self._bridges.get(key)
+        if cached is not None:
+            link = await get_link(self.node_ipr, cfg.bridge)
+            if (link is not None and link["index"] == cached.index and link["flags"] & 1
+                    and link.get("mtu") == cfg.mtu and link_kind(link) == "bridge"):
+                return cached
+        info = await ensure_bridge(self.node_ipr, cfg.bridge, cfg.gateway_ip, cfg.subnet.prefixlen, cfg.mtu)
+        self._bridges[key] = info
+        return info
 
     # --- DEL -----------------------------------------------------------------
 

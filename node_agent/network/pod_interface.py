@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
@@ -39,16 +40,29 @@ class PodLinks:
     mtu: int
 
 
+def random_mac() -> str:
+    """A random unicast, locally administered MAC (what the kernel would pick)."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
 async def create_veth(node: AsyncIPRoute, pod_fd: int, host_name: str, ifname: str,
-                      bridge_index: int, mtu: int) -> None:
-    """Create the pair, host end enslaved to the bridge. NetlinkError 17 if a name is taken."""
-    await node.link("add", ifname=host_name, kind="veth", mtu=mtu, master=bridge_index,
-                    peer={"ifname": ifname, "net_ns_fd": pod_fd, "mtu": mtu})
+                      bridge_index: int, mtu: int) -> tuple[str, str]:
+    """Create the pair, host end enslaved to the bridge and up; (host MAC, pod MAC).
+
+    NetlinkError 17 if a name is taken. The MACs are chosen here so that no
+    read-back is needed to report them.
+    """
+    host_mac, pod_mac = random_mac(), random_mac()
+    await node.link("add", ifname=host_name, kind="veth", mtu=mtu, master=bridge_index, address=host_mac,
+                    state="up", peer={"ifname": ifname, "net_ns_fd": pod_fd, "mtu": mtu, "address": pod_mac})
+    return host_mac, pod_mac
 
 
 async def configure_pod_side(pod: AsyncIPRoute, ifname: str, address: ipaddress.IPv4Interface,
                              gateway: ipaddress.IPv4Address) -> str:
-    """Address, up, default route via `gateway`, loopback up; returns the pod MAC."""
+    """Address, up, default route via `gateway`, loopback up; returns the pod MAC as set."""
     link = await get_link(pod, ifname)
     if link is None:
         raise NetlinkError(19, f"{ifname} did not appear in the pod namespace")
@@ -57,14 +71,6 @@ async def configure_pod_side(pod: AsyncIPRoute, ifname: str, address: ipaddress.
     await pod.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
     await pod.link("set", index=index, state="up")
     await pod.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
-    return link.get("address") or ""
-
-
-async def bring_up_host_side(node: AsyncIPRoute, host_name: str) -> str:
-    link = await get_link(node, host_name)
-    if link is None:
-        raise NetlinkError(19, f"{host_name} vanished")
-    await node.link("set", index=link["index"], state="up")
     return link.get("address") or ""
 
 
