@@ -575,3 +575,19 @@ def test_failed_add_releases_what_it_took(namespaces, tmp_path, monkeypatch):
     veths = [n for n, l in links(node_ns).items() if l.get("linkinfo", {}).get("info_kind") == "veth"]
     assert veths == [] and set(links(pod)) == {"lo"}
     assert "kubeling_hostport" not in nft_tables(node_ns)
+
+
+def test_concurrent_adds_get_distinct_addresses(namespaces, node):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pods = [namespaces.add(f"cc{i}") for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda i: node.add(f"cc{i}", pods[i]), range(12)))
+    assert all(not r.HasField("error") for r in results), [r.error for r in results if r.HasField("error")]
+    ips = {pod_ip(r.result) for r in results}
+    assert len(ips) == 12
+    assert ping(pods[0], pod_ip(results[11].result))
+    with ThreadPoolExecutor(12) as pool:
+        dels = list(pool.map(lambda i: node.delete(f"cc{i}", pods[i]), range(12)))
+    assert all(not d.HasField("error") for d in dels)
+    assert_nothing_left(node)
