@@ -426,6 +426,11 @@ class ReplicaSetController(Controller):
         if status != rs.status:
             updated = copy(rs)
             updated.status.CopyFrom(status)
+            # The status says which generation it reflects, so it may land on a
+            # newer spec (the Deployment controller resizes RSs all the time):
+            # no resourceVersion precondition, as Kubernetes' re-get-and-retry
+            # amounts to. The uid still guards against a recreated namesake.
+            updated.metadata.resource_version = ""
             rs = await self.client.update_status(updated)
         if manage_error is not None:
             raise manage_error  # retried with backoff; the condition says why meanwhile
