@@ -387,6 +387,11 @@ async def test_rollback_restores_the_previous_template(client, ns, controller_ma
     code, out, err = await run_cli(capsys, config, "rollout", "history", "deployment/web", "-n", ns)
     assert code == 0, err
     assert out.split() == ["deployment.apps/web", "REVISION", "CHANGE-CAUSE", "1", "<none>", "2", "<none>"]
+    code, out, err = await run_cli(capsys, config, "rollout", "history", "deployment/web", "-n", ns,
+                                   "--revision=2")
+    assert code == 0, err
+    assert out.startswith("deployment.apps/web with revision #2\nPod Template:\n")
+    assert V2 in out and GOOD not in out
 
     code, out, err = await run_cli(capsys, config, "rollout", "undo", "deployment/web", "-n", ns)
     assert (code, out) == (0, "deployment.apps/web rolled back\n"), err
