@@ -25,6 +25,9 @@ def main() -> None:
                         help="percent of nodes to find feasible before scoring; 0 = adaptive "
                              "(50%% minus 1%% per 125 nodes, at least 5%% and 100 nodes)")
     parser.add_argument("--max-binds-in-flight", type=int, default=256)
+    parser.add_argument("--event-workers", type=int, default=4,
+                        help="concurrent Event writes (Events beyond what they keep up with "
+                             "queue, then are dropped)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     if not 0 <= args.percentage_of_nodes_to_score <= 100:
@@ -43,7 +46,7 @@ async def _run(args) -> None:
         lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
         retry_period=args.retry_period, scheduler_name=args.scheduler_name,
         percentage_of_nodes_to_score=args.percentage_of_nodes_to_score,
-        max_binds_in_flight=args.max_binds_in_flight)
+        max_binds_in_flight=args.max_binds_in_flight, event_workers=args.event_workers)
     task = asyncio.create_task(app.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

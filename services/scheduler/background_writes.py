@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundWrites:
-    def __init__(self, name: str, workers: int = 4, max_queued: int = 2000):
+    def __init__(self, name: str, workers: int = 4, max_queued: int = 10000):
         self.name = name
         self.workers = workers
         self.dropped = 0

@@ -9,7 +9,10 @@ under `plugins/`:
 - a score plugin has `score(pod, node_info, snapshot) -> int` and a
   `weight`; it may define `normalize(pod, scores)` to rescale the raw
   scores of all feasible nodes in place (kube-scheduler's ScoreExtensions).
-  After normalising, every score is in 0..100 (MAX_NODE_SCORE).
+  After normalising, every score is in 0..100 (MAX_NODE_SCORE). A score
+  plugin may also define `score_nodes(pod, nodes, snapshot) -> list[int]`,
+  the same scores for many nodes in one call, which the scheduling loop
+  prefers (one call per pod instead of one per node).
 - `needs_filter(pod)` / `needs_score(pod)` return False when a plugin has
   nothing to say about a pod (kube-scheduler's PreFilter / PreScore "Skip"),
   so the per-node loop runs only the plugins that matter.

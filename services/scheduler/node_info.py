@@ -209,10 +209,11 @@ class NodeInfo:
     it, kept until those pods go so the aggregates stay right if it returns.
     """
 
-    __slots__ = ("name", "node", "labels", "ready_status", "unschedulable", "taints",
-                 "filter_taints", "alloc_cpu", "alloc_memory", "alloc_pods", "alloc_scalar",
-                 "req_cpu", "req_memory", "req_scalar", "nonzero_cpu", "nonzero_memory",
-                 "pods", "used_ports", "owner_counts")
+    __slots__ = ("name", "node", "labels", "ready_status", "unschedulable", "accepts_pods",
+                 "taints", "filter_taints", "alloc_cpu", "alloc_memory", "alloc_pods",
+                 "alloc_scalar", "req_cpu", "req_memory", "req_scalar", "free_cpu", "free_memory",
+                 "nonzero_cpu", "nonzero_memory", "pod_count", "pods", "used_ports",
+                 "owner_counts")
 
     def __init__(self, name: str, node: Message | None = None):
         self.name = name
@@ -220,13 +221,16 @@ class NodeInfo:
         self.labels: dict[str, str] = {}
         self.ready_status = "Unknown"
         self.unschedulable = False
+        self.accepts_pods = False  # Ready=True and not unschedulable
         self.taints: tuple[tuple[str, str, str], ...] = ()
         self.filter_taints: tuple[tuple[str, str, str], ...] = ()
         self.alloc_cpu = self.alloc_memory = self.alloc_pods = 0
         self.alloc_scalar: dict[str, int] = {}
         self.req_cpu = self.req_memory = 0
         self.req_scalar: dict[str, int] = {}
+        self.free_cpu = self.free_memory = 0  # allocatable - requested
         self.nonzero_cpu = self.nonzero_memory = 0
+        self.pod_count = 0
         self.pods: dict[str, PodInfo] = {}
         # (protocol, port) -> {host ip: number of pods using it}
         self.used_ports: dict[tuple[str, int], dict[str, int]] = {}
@@ -242,10 +246,6 @@ class NodeInfo:
     def ready(self) -> bool:
         return self.ready_status == "True"
 
-    @property
-    def pod_count(self) -> int:
-        return len(self.pods)
-
     def set_node(self, node: Message) -> None:
         """Take the node's labels, readiness, taints and allocatable."""
         self.node = node
@@ -256,6 +256,7 @@ class NodeInfo:
             if cond.type == "Ready":
                 self.ready_status = cond.status or "Unknown"
                 break
+        self.accepts_pods = self.ready_status == "True" and not self.unschedulable
         self.taints = tuple((t.key, t.value, t.effect) for t in node.spec.taints)
         self.filter_taints = tuple(t for t in self.taints if t[2] in (NO_SCHEDULE, NO_EXECUTE))
         alloc = node.status.allocatable
@@ -271,14 +272,19 @@ class NodeInfo:
                 self.alloc_pods = amount
             else:
                 self.alloc_scalar[name] = amount
+        self.free_cpu = self.alloc_cpu - self.req_cpu
+        self.free_memory = self.alloc_memory - self.req_memory
 
     def add_pod(self, pi: PodInfo) -> None:
         """Count `pi` on this node (replacing an older entry with its key)."""
         if pi.key in self.pods:
             self.remove_pod(pi.key)
         self.pods[pi.key] = pi
+        self.pod_count += 1
         self.req_cpu += pi.cpu
         self.req_memory += pi.memory
+        self.free_cpu -= pi.cpu
+        self.free_memory -= pi.memory
         self.nonzero_cpu += pi.nonzero_cpu
         self.nonzero_memory += pi.nonzero_memory
         for name, amount in pi.scalar.items():
@@ -294,8 +300,11 @@ class NodeInfo:
         pi = self.pods.pop(key, None)
         if pi is None:
             return None
+        self.pod_count -= 1
         self.req_cpu -= pi.cpu
         self.req_memory -= pi.memory
+        self.free_cpu += pi.cpu
+        self.free_memory += pi.memory
         self.nonzero_cpu -= pi.nonzero_cpu
         self.nonzero_memory -= pi.nonzero_memory
         for name, amount in pi.scalar.items():

@@ -21,10 +21,16 @@ class NodeResourcesLeastAllocated(Plugin):
     weight = 1
 
     def score(self, pod: PodInfo, node: NodeInfo, snapshot=None) -> int:
-        cpu_cap = node.alloc_cpu
-        mem_cap = node.alloc_memory
-        cpu = node.nonzero_cpu + pod.nonzero_cpu
-        mem = node.nonzero_memory + pod.nonzero_memory
-        cpu_score = (cpu_cap - cpu) * MAX_NODE_SCORE // cpu_cap if 0 < cpu_cap and cpu <= cpu_cap else 0
-        mem_score = (mem_cap - mem) * MAX_NODE_SCORE // mem_cap if 0 < mem_cap and mem <= mem_cap else 0
-        return (cpu_score + mem_score) // 2
+        return self.score_nodes(pod, [node], snapshot)[0]
+
+    def score_nodes(self, pod: PodInfo, nodes: list[NodeInfo], snapshot=None) -> list[int]:
+        """score() for many nodes in one call (the scheduling loop's hot path)."""
+        cpu = pod.nonzero_cpu
+        mem = pod.nonzero_memory
+        top = MAX_NODE_SCORE
+        return [
+            (((n.alloc_cpu - n.nonzero_cpu - cpu) * top // n.alloc_cpu
+              if 0 < n.alloc_cpu and n.nonzero_cpu + cpu <= n.alloc_cpu else 0)
+             + ((n.alloc_memory - n.nonzero_memory - mem) * top // n.alloc_memory
+                if 0 < n.alloc_memory and n.nonzero_memory + mem <= n.alloc_memory else 0)) // 2
+            for n in nodes]

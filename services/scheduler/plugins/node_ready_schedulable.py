@@ -29,7 +29,7 @@ class NodeReadySchedulable(Plugin):
     name = NAME
 
     def filter(self, pod: PodInfo, node: NodeInfo) -> Status:
-        if node.ready_status == "True" and not node.unschedulable:
+        if node.accepts_pods:
             return SUCCESS
         if node.unschedulable and not tolerations_tolerate(
                 pod.tolerations, TAINT_UNSCHEDULABLE, "", NO_SCHEDULE):

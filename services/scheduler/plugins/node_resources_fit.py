@@ -31,15 +31,15 @@ class NodeResourcesFit(Plugin):
 
     def filter(self, pod: PodInfo, node: NodeInfo) -> Status:
         # The common case in one expression: room for everything.
-        if (len(node.pods) < node.alloc_pods and pod.cpu <= node.alloc_cpu - node.req_cpu
-                and pod.memory <= node.alloc_memory - node.req_memory and not pod.scalar):
+        if (pod.cpu <= node.free_cpu and pod.memory <= node.free_memory
+                and node.pod_count < node.alloc_pods and not pod.scalar):
             return SUCCESS
         reasons = []
-        if len(node.pods) + 1 > node.alloc_pods:
+        if node.pod_count + 1 > node.alloc_pods:
             reasons.append(TOO_MANY_PODS)
-        if pod.cpu > 0 and pod.cpu > node.alloc_cpu - node.req_cpu:
+        if pod.cpu > 0 and pod.cpu > node.free_cpu:
             reasons.append(insufficient("cpu"))
-        if pod.memory > 0 and pod.memory > node.alloc_memory - node.req_memory:
+        if pod.memory > 0 and pod.memory > node.free_memory:
             reasons.append(insufficient("memory"))
         for name, amount in sorted(pod.scalar.items()):
             if amount > 0 and amount > node.alloc_scalar.get(name, 0) - node.req_scalar.get(name, 0):

@@ -26,6 +26,10 @@ class SelectorSpread(Plugin):
     def score(self, pod: PodInfo, node: NodeInfo, snapshot=None) -> int:
         return node.owner_counts.get(pod.owner_uid, 0)
 
+    def score_nodes(self, pod: PodInfo, nodes: list[NodeInfo], snapshot=None) -> list[int]:
+        owner = pod.owner_uid
+        return [n.owner_counts.get(owner, 0) for n in nodes]
+
     def normalize(self, pod: PodInfo, scores: list[int]) -> None:
         top = max(scores, default=0)
         if top == 0:
