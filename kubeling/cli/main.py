@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 from kubeling.client.errors import ApiError
 from kubeling.config import ConfigError
 
-from . import apply, cluster, create, delete, describe, get, hollow_nodes, scale
+from . import apply, cluster, create, delete, describe, get, hollow_nodes, rollout, scale, set_image
 from .common import CliError, ServerErrors, format_api_error
 
 EXIT_INTERRUPTED = 130
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_parser(sub, [common])
     scale.add_parser(sub, [common])
     hollow_nodes.register(sub, [common])
+    rollout.register(sub, [common])
+    set_image.register(sub, [common])
     cluster.add_parsers(sub, [common])
     v = sub.add_parser("version", parents=[common], help="print the client version (and the server's address)")
     v.add_argument("--client", action="store_true", help="only the client version")
