@@ -216,6 +216,10 @@ def routes(ns: str) -> list[dict]:
     return json.loads(sh("ip", "-j", "-n", ns, "-4", "route", "show").stdout)
 
 
+def route_keys(ns: str) -> set[tuple]:
+    return {(r.get("dst"), r.get("gateway"), r.get("dev")) for r in routes(ns)}
+
+
 def nft_tables(ns: str) -> list[str]:
     return [line.split()[-1] for line in sh("ip", "netns", "exec", ns, "nft", "list", "tables").stdout.splitlines()]
 
@@ -529,7 +533,7 @@ def test_200_add_del_cycles_leave_nothing(namespaces, node):
     node.add_ok("warm", pod)
     node.delete("warm", pod)
     before_links = set(links(node.node_ns))
-    before_routes = routes(node.node_ns)
+    before_routes = route_keys(node.node_ns)
     for i in range(200):
         node.add_ok(f"cycle{i}", pod)
         resp = node.delete(f"cycle{i}", pod)
@@ -537,7 +541,8 @@ def test_200_add_del_cycles_leave_nothing(namespaces, node):
     assert set(links(node.node_ns)) == before_links
     assert set(links(pod)) == {"lo"} and addresses(pod) == {"127.0.0.1/8"}
     assert addresses(node.node_ns) == {"10.244.1.1/24", "127.0.0.1/8"}
-    assert routes(node.node_ns) == before_routes and routes(pod) == []
+    # Compared without flags: the bridge route's "linkdown" follows carrier, which lags.
+    assert route_keys(node.node_ns) == before_routes and routes(pod) == []
     assert node.ipam_files() == []
     assert "kubeling_hostport" not in nft_tables(node.node_ns)
 
