@@ -14,7 +14,6 @@ import logging
 
 from kubeling.client.api_client import ApiClient
 from kubeling.client.informer import Informer
-from node_agent.network.errors import CniError
 from node_agent.network.network import PodNetwork
 from node_agent.network.routes import NodeRoute, RouteManager, node_route
 
@@ -80,7 +79,7 @@ class NodeWatcher:
                 self.synced.set()
             except asyncio.CancelledError:
                 raise
-            except (CniError, OSError, Exception) as e:  # noqa: BLE001 - retried
+            except Exception as e:  # noqa: BLE001 - any failure is retried with backoff
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** (failures - 1))
                 log.warning("node reconcile failed (%s); retrying in %.1fs", e, delay)
