@@ -211,7 +211,8 @@ class Runtime:
         except ValueError:
             code = 255
         c.exit_code = code
-        c.finished_at = finished
+        # File times are coarser than the clock; never report an exit before the start.
+        c.finished_at = max(finished, c.started_at)
         c.state = EXITED
         oom = (self._bundle(c.id) / "conmon" / "oom").exists() or \
             linux.cgroup_stats(c.cgroup_path).get("oom_kills", 0) > 0
@@ -554,8 +555,10 @@ class Runtime:
             self._refresh(c)
             if c.state != CREATED:
                 raise FailedPrecondition(f"container {c.id} is {c.state}, not created")
+            # Taken before the process can run, so a fast exit never precedes its start.
+            started = time.time_ns()
             self.runc.start(c.id)
-            c.started_at = time.time_ns()
+            c.started_at = started
             c.state = RUNNING
             self._save_container(c)
             self._refresh(c)
@@ -664,10 +667,12 @@ class Runtime:
             oci_spec.validate_resources(r)
             current = _unb64(api_pb2.LinuxContainerResources, c.resources) if c.resources \
                 else api_pb2.LinuxContainerResources()
-            for fd, value in r.ListFields():
-                getattr(current, fd.name)  # every set field replaces the old value
-                if fd.message_type is None and fd.label != fd.LABEL_REPEATED:
-                    setattr(current, fd.name, value)
+            # Fields the request sets replace the current ones; zero ones leave them.
+            for name in ("cpu_period", "cpu_quota", "cpu_shares", "memory_limit_in_bytes",
+                         "oom_score_adj", "cpuset_cpus", "cpuset_mems", "memory_swap_limit_in_bytes"):
+                if getattr(r, name):
+                    setattr(current, name, getattr(r, name))
+            oci_spec.validate_resources(current)
             oci = oci_spec.resources(current, self._swap_controller)
             oci.pop("devices", None)
             self.runc.update(c.id, oci)

@@ -44,9 +44,9 @@ class _Base:
             return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         except errors.RuntimeServiceError as e:
             await context.abort(_CODES.get(type(e), grpc.StatusCode.INTERNAL), str(e))
-        except OSError as e:
+        except Exception as e:  # a bug or an unexpected OS failure: say so, keep serving
             log.exception("runtime call %s failed", getattr(fn, "__name__", fn))
-            await context.abort(grpc.StatusCode.INTERNAL, f"{e}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
 
     @staticmethod
     async def _unimplemented(context, what: str):
