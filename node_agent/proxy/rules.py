@@ -30,9 +30,10 @@ and `partial_ruleset` assemble one `nft -f` transaction from those parts.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 from google.protobuf.message import Message
@@ -193,11 +194,18 @@ def _port_id(service: Message, port: Message) -> str:
     return f"{meta.namespace}/{meta.name}/{_protocol(port.protocol)}/{port.name or port.port}"
 
 
-def is_ipv4(value: str) -> bool:
+@lru_cache(maxsize=65536)
+def _packed_ipv4(value: str) -> bytes | None:
+    """The 4 bytes of a dotted-quad IPv4 address, or None. (Cached: the
+    same addresses come back at every render, and ipaddress is slow.)"""
     try:
-        return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)
-    except ValueError:
-        return False
+        return socket.inet_pton(socket.AF_INET, value)
+    except (OSError, ValueError):
+        return None
+
+
+def is_ipv4(value: str) -> bool:
+    return _packed_ipv4(value) is not None
 
 
 def service_endpoints(service_port: Message, endpoints: Message | None) -> list[Endpoint]:
@@ -222,7 +230,7 @@ def service_endpoints(service_port: Message, endpoints: Message | None) -> list[
                     continue
                 found[(address.ip, ep_port.port)] = Endpoint(address.ip, ep_port.port,
                                                              address.node_name)
-    return sorted(found.values(), key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
+    return sorted(found.values(), key=lambda e: (_packed_ipv4(e.ip), e.port))
 
 
 def affinity_timeout(service: Message) -> int | None:
@@ -273,8 +281,7 @@ def render_service(service: Message | None, endpoints: Message | None,
     spec = service.spec
     rules = ServiceRules(elements={name: [] for name in MAPS})
     cluster_ip = spec.cluster_ip
-    external_ips = sorted({ip for ip in spec.external_ips if is_ipv4(ip)},
-                          key=ipaddress.IPv4Address)
+    external_ips = sorted({ip for ip in spec.external_ips if is_ipv4(ip)}, key=_packed_ipv4)
     node_ports = spec.type in ("NodePort", "LoadBalancer")
     timeout = affinity_timeout(service)
     external_local = spec.external_traffic_policy == "Local"
