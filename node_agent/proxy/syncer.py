@@ -139,23 +139,29 @@ class ProxySyncer:
     async def run(self) -> None:
         """Sync whenever something changed, forever (cancel to stop)."""
         while True:
-            timeout = None
             if self._failures:
-                timeout = min(self.max_backoff, self.min_backoff * 2 ** (self._failures - 1))
-            elif self.full_sync_period:
-                timeout = max(0.0, self._last_full + self.full_sync_period - time.monotonic())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                if not self._failures:
+                # Retry (as a full sync) after the backoff, news or not.
+                delay = min(self.max_backoff, self.min_backoff * 2 ** (self._failures - 1))
+                await self._sleep_until(self.stats.last_sync_end + max(delay, self.min_sync_interval))
+            else:
+                timeout = None
+                if self.full_sync_period:
+                    timeout = max(0.0, self._last_full + self.full_sync_period - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except asyncio.TimeoutError:
                     self._need_full = True
-            # Batch: whatever arrives before the minimum interval is over
-            # goes into this same sync.
-            wait = self.stats.last_sync_end + self.min_sync_interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+                # Batch: whatever arrives before the minimum interval is over
+                # goes into this same sync.
+                await self._sleep_until(self.stats.last_sync_end + self.min_sync_interval)
             self._wake.clear()
             await self.sync_once()
+
+    @staticmethod
+    async def _sleep_until(when: float) -> None:
+        delay = when - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def sync_once(self) -> bool:
         """Render what is dirty and apply it; True on success. Never raises

@@ -418,19 +418,30 @@ async def test_syncer_first_sync_is_full_then_partial_for_changes_only():
 
 async def test_syncer_batches_changes_within_the_minimum_interval():
     objs, nft = Objects(), FakeNft()
-    syncer = make_syncer(objs, nft, min_sync_interval=0.3)
+    syncer = make_syncer(objs, nft, min_sync_interval=1.0)
     task = asyncio.create_task(syncer.run())
+
+    async def applied(count):
+        for _ in range(100):
+            if len(nft.applied) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{len(nft.applied)} syncs, expected {count}")
+
     try:
         syncer.changed("default/nothing")
-        await asyncio.sleep(0.1)
-        assert len(nft.applied) == 1  # the first (full) sync
-        for i in range(20):
-            objs.services[f"default/s{i}"] = make_service(name=f"s{i}", cluster_ip=f"10.96.1.{i + 1}")
-            syncer.changed(f"default/s{i}")
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.5)
-        assert len(nft.applied) == 2
+        await applied(1)  # the first (full) sync, at once
+        first = syncer.stats.last_sync_end
+        for batch in range(2):
+            for i in range(batch * 10, batch * 10 + 10):
+                objs.services[f"default/s{i}"] = make_service(name=f"s{i}", cluster_ip=f"10.96.1.{i + 1}")
+                syncer.changed(f"default/s{i}")
+            await asyncio.sleep(0.2)
+        await applied(2)
+        await asyncio.sleep(0.3)
+        assert len(nft.applied) == 2, "the changes were not batched into one sync"
         assert nft.applied[1].count("goto reject-chain") == 20
+        assert syncer.stats.last_sync_end - first >= 1.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
