@@ -25,9 +25,9 @@ def main() -> None:
                         help="percent of nodes to find feasible before scoring; 0 = adaptive "
                              "(50%% minus 1%% per 125 nodes, at least 5%% and 100 nodes)")
     parser.add_argument("--max-binds-in-flight", type=int, default=256)
-    parser.add_argument("--event-workers", type=int, default=4,
-                        help="concurrent Event writes (Events beyond what they keep up with "
-                             "queue, then are dropped)")
+    parser.add_argument("--event-workers", type=int, default=2,
+                        help="concurrent Event writes; Events beyond what they keep up with "
+                             "queue (up to 10000), then are dropped")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     if not 0 <= args.percentage_of_nodes_to_score <= 100:

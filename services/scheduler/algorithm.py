@@ -39,6 +39,15 @@ def num_feasible_nodes_to_find(num_all_nodes: int, percentage_of_nodes_to_score:
     return max(num, MIN_FEASIBLE_NODES_TO_FIND)
 
 
+def _batch_filter(plugin):
+    """plugin.filter_nodes(pod, nodes) if it has one, else filter() per node."""
+    batch = getattr(plugin, "filter_nodes", None)
+    if batch is not None:
+        return batch
+    one = plugin.filter
+    return lambda pod, nodes: list(map(one, repeat(pod, len(nodes)), nodes))
+
+
 @dataclass
 class ScheduleResult:
     node_name: str
@@ -72,7 +81,7 @@ class ScheduleAlgorithm:
         if n == 0:
             return [], {}, 0
         to_find = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score)
-        filters = [p.filter for p in self.framework.filters_for(pod)]
+        filters = [_batch_filter(p) for p in self.framework.filters_for(pod)]
         start = self.next_start_node_index % n
         order = nodes[start:] + nodes[:start] if start else nodes
         feasible: list[NodeInfo] = []
@@ -86,7 +95,7 @@ class ScheduleAlgorithm:
             chunk = order[processed:processed + to_find - len(feasible)]
             processed += len(chunk)
             for f in filters:
-                results = list(map(f, repeat(pod, len(chunk)), chunk))
+                results = f(pod, chunk)
                 # count() compares by identity first: all-SUCCESS is one C call.
                 if results.count(SUCCESS) != len(results):
                     survivors = []

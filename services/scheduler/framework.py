@@ -6,6 +6,9 @@ under `plugins/`:
 - a filter plugin has `filter(pod, node_info) -> Status`: SUCCESS when the
   pod may run on the node, or UNSCHEDULABLE with the reasons why not
   ("Insufficient cpu"). Filters are pure functions of (PodInfo, NodeInfo).
+  A filter plugin may also define `filter_nodes(pod, nodes) -> [Status]`,
+  the same verdicts for many nodes in one call, which the scheduling loop
+  prefers (it saves a Python call per node in the hot loop).
 - a score plugin has `score(pod, node_info, snapshot) -> int` and a
   `weight`; it may define `normalize(pod, scores)` to rescale the raw
   scores of all feasible nodes in place (kube-scheduler's ScoreExtensions).

@@ -242,3 +242,24 @@ def test_removing_a_pod_frees_its_port_and_resources():
     node.remove_pod(holder.key)
     assert run_filter("NodePorts", pod, node) == OK
     assert run_filter("NodeResourcesFit", pod, node) == OK
+
+
+# ------------------------------------------- batch filtering agrees with filter()
+
+ALL_CASES = [(name, c) for name, cases in (
+    ("NodeResourcesFit", FIT_CASES), ("NodeReadySchedulable", READY_CASES),
+    ("TaintToleration", TAINT_CASES), ("NodeSelector", SELECTOR_CASES),
+    ("NodeAffinity", AFFINITY_CASES), ("NodePorts", PORT_CASES))
+    for c in cases if hasattr(PLUGINS[name], "filter_nodes")]
+
+
+@pytest.mark.parametrize("plugin_name, case", ALL_CASES, ids=[f"{p}-{c[0]}" for p, c in ALL_CASES])
+def test_filter_nodes_gives_the_same_verdicts_as_filter(plugin_name, case):
+    _, pod, node, _ = case
+    plugin = PLUGINS[plugin_name]()
+    batch = plugin.filter_nodes
+    pi = pod.info()
+    other = make_node("other").info()
+    assert [(s.code, s.reasons) for s in batch(pi, [node, other, node])] == \
+        [(s.code, s.reasons) for s in (plugin.filter(pi, node), plugin.filter(pi, other),
+                                       plugin.filter(pi, node))]
