@@ -21,6 +21,7 @@ from kubeling.cli import rollout, set_image
 from kubeling.cli.common import CliError
 from kubeling.client.api_client import ApiClient
 from kubeling.client.errors import GoneError, NotFoundError, retry_on_conflict
+from tests.waiting import eventually as _eventually
 
 GOOD = "localhost/kubeling/http:1"
 V2 = "localhost/kubeling/http:2"
@@ -33,18 +34,9 @@ WAIT = 60.0
 # ---------------------------------------------------------------- helpers
 
 
+
 async def eventually(check, timeout: float = WAIT, interval: float = 0.1, what: str = ""):
-    """Await `check()` until it returns something truthy; fail after `timeout`."""
-    last = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what or check.__name__}; last: {last!r}")
+    return await _eventually(check, timeout, interval, what)
 
 
 def deployment(name: str, namespace: str, replicas: int, image: str = GOOD, **spec) -> apps_pb2.Deployment:

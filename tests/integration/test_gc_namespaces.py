@@ -13,22 +13,14 @@ from kubeling.api.v1 import core_pb2
 from kubeling.client.api_client import ApiClient
 from kubeling.client.errors import NotFoundError
 from kubeling.objects import from_dict
+from tests.waiting import eventually as _eventually
 
 TIMEOUT = 30.0
 
 
+
 async def eventually(check, timeout: float = TIMEOUT, interval: float = 0.1, what: str = ""):
-    """Await `check()` until it returns a truthy value; return that value."""
-    last = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what or check.__name__} (last: {last!r})")
+    return await _eventually(check, timeout, interval, what)
 
 
 async def gone(client: ApiClient, resource: str, name: str, namespace: str) -> bool:

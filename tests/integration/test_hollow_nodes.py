@@ -16,23 +16,15 @@ from kubeling.api.v1 import core_pb2
 from kubeling.client.api_client import ApiClient
 from kubeling.client.errors import NotFoundError, retry_on_conflict
 from kubeling.objects import from_dict
+from tests.waiting import eventually as _eventually
 
 COUNT = 5
 TIMEOUT = 30.0
 
 
+
 async def eventually(check, timeout: float = TIMEOUT, interval: float = 0.1, what: str = ""):
-    """Await `check()` until it returns a truthy value; return that value."""
-    last = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what or check.__name__} (last: {last!r})")
+    return await _eventually(check, timeout, interval, what)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from kubeling.api.v1 import coordination_pb2, core_pb2
 from kubeling.client.api_client import ApiClient
 from kubeling.client.errors import ConflictError, NotFoundError, retry_on_conflict
+from tests.waiting import eventually as _eventually
 
 TIMEOUT = 30.0
 UNREACHABLE = "node.kubernetes.io/unreachable"
@@ -25,18 +26,9 @@ CONTROLLER_ARGS = ("--controllers", "nodelifecycle,nodeipam,endpoints", "--leade
                    "--node-monitor-grace-period", "2", "--pod-eviction-timeout", "1")
 
 
+
 async def eventually(check, timeout: float = TIMEOUT, interval: float = 0.1, what: str = ""):
-    """Await `check()` until it returns a truthy value; return that value."""
-    last = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what or check.__name__} (last: {last!r})")
+    return await _eventually(check, timeout, interval, what)
 
 
 @pytest.fixture
