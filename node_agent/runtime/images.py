@@ -17,6 +17,7 @@ docker-archive tarball, which skopeo turns into a `dir:` tree).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -212,8 +213,9 @@ class ImageStore:
                             raise InvalidArgument(
                                 f"path {path!r}: neither an OCI layout (oci-layout, index.json) "
                                 "nor a docker-archive (manifest.json)")
-                except tarfile.TarError as e:
-                    raise InvalidArgument(f"path {path!r}: not a tar archive: {e}") from None
+                except tarfile.TarError:
+                    raise InvalidArgument(f"path {path!r}: not a tar archive (nor an OCI layout "
+                                          "directory)") from None
             return self._import_oci_layout(layout, override, path)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -364,7 +366,6 @@ class ImageStore:
                     unpack_layer(tf, work)
             # The diff id is the digest of the uncompressed tar: check it.
             with open(self.blobs / blob_digest.split(":", 1)[1], "rb") as raw:
-                import gzip
                 head = raw.read(2)
                 raw.seek(0)
                 stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
@@ -463,6 +464,7 @@ def unpack_layer(tf: tarfile.TarFile, dest: Path) -> None:
     xattr on its directory. No entry may write outside `dest`, even through a
     symlink the same layer made."""
     root = dest.resolve()
+    safe_parents: set[Path] = set()  # checked since the last symlink was made
     for member in tf:
         parts = [p for p in member.name.split("/") if p not in ("", ".")]
         if not parts:
@@ -471,8 +473,12 @@ def unpack_layer(tf: tarfile.TarFile, dest: Path) -> None:
             raise InvalidArgument(f"layer entry {member.name!r} leaves the layer")
         rel = "/".join(parts)
         parent = root.joinpath(*parts[:-1])
-        if not _within(root, str(parent)):
-            raise InvalidArgument(f"layer entry {member.name!r} goes through a symlink out of the layer")
+        if parent not in safe_parents:
+            if not _within(root, str(parent)):
+                raise InvalidArgument(f"layer entry {member.name!r} goes through a symlink out of the layer")
+            safe_parents.add(parent)
+        if member.issym():
+            safe_parents.clear()
         base = parts[-1]
         if base == ".wh..wh..opq":
             parent.mkdir(parents=True, exist_ok=True)

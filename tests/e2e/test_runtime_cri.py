@@ -194,13 +194,25 @@ def conmon_pids(state_dir: Path) -> list[int]:
     return pids
 
 
+@pytest.fixture(scope="session")
+def image_store_template(tmp_path_factory, test_images):
+    """An image store with the test images imported, copied into each test's state dir
+    (importing through the service is tested on its own; this keeps the suite fast)."""
+    from node_agent.runtime.images import ImageStore
+    root = tmp_path_factory.mktemp("store") / "images"
+    store = ImageStore(root)
+    for path in test_images.values():
+        store.import_archive(str(path))
+    return root
+
+
 @pytest.fixture
-def cri(tmp_path, test_images):
-    """A running runtime service in a fresh state dir, with the test images imported."""
+def cri(tmp_path, image_store_template):
+    """A running runtime service in a fresh state dir, with the test images present."""
     service = RuntimeProcess(tmp_path)
     try:
+        shutil.copytree(image_store_template, service.state_dir / "images", symlinks=True)
         service.start()
-        service.import_images(test_images)
         yield service
     finally:
         problems = []
@@ -632,3 +644,36 @@ def test_push_to_a_registry_and_pull_back(cri, registry, test_images):
             cri.img.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=60)
         assert e.value.code() == code, (image, e.value.details())
     assert not list((cri.state_dir / "images" / "tmp").iterdir())
+
+
+def test_docker_archive_import_and_the_images_cli(cri, test_images, tmp_path, capsys):
+    import argparse
+    import asyncio
+
+    from kubeling.cli import images as images_cli
+    from kubeling.cli.common import CliError
+
+    layout = str(test_images[SHELL]).removesuffix(".tar")
+    archive = tmp_path / "shell-docker.tar"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", f"oci:{layout}",
+                    f"docker-archive:{archive}:example.com/team/shell:7"], check=True, capture_output=True)
+
+    def cli(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="kubeling")
+        images_cli.register(parser.add_subparsers(dest="verb"), [])
+        args = parser.parse_args(["images", "--runtime-endpoint", str(cri.socket), *argv])
+        return asyncio.run(args.run(args))
+
+    assert cli("import", str(archive)) == 0
+    assert "example.com/team/shell:7" in capsys.readouterr().out
+    st = cri.img.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image="example.com/team/shell:7"))).image
+    assert st.HasField("uid") or st.username == ""
+    sid, sc = cri.sandbox("from-archive")
+    c = cri.container(sid, sc, "c", ["echo", "from-docker-archive"], image="example.com/team/shell:7")
+    cri.wait_log(c, "from-docker-archive")
+    assert cli("ls") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]
+    assert any(line.split()[:2] == ["example.com/team/shell", "7"] for line in out)
+    with pytest.raises(CliError, match="not a tar archive"):
+        cli("import", "/etc/hostname")
