@@ -11,8 +11,10 @@ kube-scheduler's:
   is confirmed and becomes an ordinary entry;
 - `forget_pod` undoes an assumption whose bind failed;
 - `finish_binding` starts an expiry clock on a successful bind, so that an
-  assumption the watch never confirms (a pod deleted at once, say) is dropped
-  after `assumed_ttl` seconds by `cleanup_expired`.
+  assumption the watch never confirms is dropped after `assumed_ttl` seconds
+  by `cleanup_expired` (15 minutes, as kube-scheduler: a watch that lags
+  behind a burst of binds must not make the node look emptier than it is;
+  a pod deleted right after its bind arrives as a delete and is dropped then).
 
 Everything is incremental: a pod or node event touches one NodeInfo. In one
 asyncio loop a scheduling cycle runs without awaiting, so the snapshot is
@@ -45,7 +47,7 @@ class _Assumed:
 class Snapshot:
     """Nodes and their pods (see the module doc). Not thread-safe; one loop."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, assumed_ttl: float = 30.0):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, assumed_ttl: float = 900.0):
         self.clock = clock
         self.assumed_ttl = assumed_ttl
         self._infos: dict[str, NodeInfo] = {}   # real nodes and ghosts
