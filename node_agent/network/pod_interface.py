@@ -57,6 +57,10 @@ async def create_veth(node: AsyncIPRoute, pod_fd: int, host_name: str, ifname: s
     host_mac, pod_mac = random_mac(), random_mac()
     await node.link("add", ifname=host_name, kind="veth", mtu=mtu, master=bridge_index, address=host_mac,
                     state="up", peer={"ifname": ifname, "net_ns_fd": pod_fd, "mtu": mtu, "address": pod_mac})
+    # Hairpin: a pod that reaches itself through its Service's address has
+    # its packet DNAT'ed back out of the port it came in on.
+    index = (await node.link_lookup(ifname=host_name))[0]
+    await node.brport("set", index=index, mode=1)
     return host_mac, pod_mac
 
 
