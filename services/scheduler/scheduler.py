@@ -134,12 +134,15 @@ class Scheduler:
                 except QueueClosed:
                     self._bind_slots.release()
                     return
+                binding = False
                 try:
-                    self.schedule_one(q)
+                    binding = self.schedule_one(q)
                 except Exception:  # noqa: BLE001 - one bad pod must not stop scheduling
                     log.exception("scheduling %s failed", q.key)
-                    self._bind_slots.release()
+                    self.snapshot.forget_pod(q.key)
                     self.queue.add_backoff(q)
+                if not binding:
+                    self._bind_slots.release()
                 # A cycle never awaits; let watch events and bind replies in.
                 await asyncio.sleep(0)
         finally:
@@ -161,29 +164,28 @@ class Scheduler:
 
     # ------------------------------------------------------- one scheduling cycle
 
-    def schedule_one(self, q: QueuedPodInfo) -> None:
+    def schedule_one(self, q: QueuedPodInfo) -> bool:
         """Find a node for `q`, assume it there and start the bind (or park
-        the pod as unschedulable). Holds one bind slot, which it releases
-        unless a bind was started (the bind releases it)."""
+        the pod as unschedulable). True if a bind was started: it holds a
+        bind slot, which the bind releases when it ends."""
         pod = q.info
         cycle = self.queue.scheduling_cycle
         if self.snapshot.node_of(pod.key) is not None:
-            self._bind_slots.release()  # already assumed or bound: nothing to do
-            return
+            return False  # already assumed or bound: nothing to do
         try:
             result = self.algorithm.schedule(pod)
         except FitError as e:
-            self._bind_slots.release()
             self.unschedulable_attempts += 1
             q.unschedulable_plugins = e.plugins
             self.queue.add_unschedulable(q, cycle)
             log.debug("%s: %s", pod.key, e.message)
             self._record_failure(pod, REASON_UNSCHEDULABLE, e.message)
-            return
+            return False
         self.snapshot.assume_pod(pod, result.node_name)
         task = asyncio.create_task(self._bind(q, result.node_name))
         self._binds.add(task)
         task.add_done_callback(self._binds.discard)
+        return True
 
     async def _bind(self, q: QueuedPodInfo, node_name: str) -> None:
         pod = q.info
