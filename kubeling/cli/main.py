@@ -20,6 +20,7 @@ from kubeling.client.errors import ApiError
 from kubeling.config import ConfigError
 
 from . import apply, cluster, create, delete, describe, get, hollow_nodes, rollout, scale, set_image
+from . import exec as exec_command, logs
 from .common import CliError, ServerErrors, format_api_error
 
 EXIT_INTERRUPTED = 130
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     hollow_nodes.register(sub, [common])
     rollout.register(sub, [common])
     set_image.register(sub, [common])
+    logs.register(sub, [common])
+    exec_command.register(sub, [common])
     cluster.add_parsers(sub, [common])
     v = sub.add_parser("version", parents=[common], help="print the client version (and the server's address)")
     v.add_argument("--client", action="store_true", help="only the client version")

@@ -3,6 +3,7 @@ Registry, wraps replies, and maps every error to a status code in one place."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -12,6 +13,7 @@ from kubeling import kinds
 from kubeling.api.v1 import api_pb2, api_pb2_grpc
 
 from .errors import ApiError, InvalidError
+from .node_proxy import NodeProxy
 from .registry import DEFAULT_BOOKMARK_SECONDS, Registry
 from .storage import StorageUnavailableError
 
@@ -57,8 +59,9 @@ def _unary(method):
 
 
 class ApiServicer(api_pb2_grpc.ApiServicer):
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, node_proxy: NodeProxy | None = None):
         self.registry = registry
+        self.node_proxy = node_proxy or NodeProxy(registry)
 
     @_unary
     async def Create(self, request, context):
@@ -116,3 +119,18 @@ class ApiServicer(api_pb2_grpc.ApiServicer):
             raise
         except Exception as err:  # noqa: BLE001 - mapped to a status
             await _abort(context, err)
+
+    async def Logs(self, request, context):
+        try:
+            # aclosing: a client that goes away ends the node's stream at once.
+            async with contextlib.aclosing(self.node_proxy.logs(request)) as chunks:
+                async for data in chunks:
+                    yield api_pb2.LogChunk(data=data)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as err:  # noqa: BLE001 - mapped to a status
+            await _abort(context, err)
+
+    @_unary
+    async def Exec(self, request, context):
+        return await self.node_proxy.exec(request)

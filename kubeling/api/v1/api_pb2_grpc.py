@@ -76,6 +76,16 @@ class ApiStub:
                 request_serializer=kubeling_dot_api_dot_v1_dot_api__pb2.BindRequest.SerializeToString,
                 response_deserializer=kubeling_dot_api_dot_v1_dot_core__pb2.Pod.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/kubeling.api.v1.Api/Logs',
+                request_serializer=kubeling_dot_api_dot_v1_dot_api__pb2.LogsRequest.SerializeToString,
+                response_deserializer=kubeling_dot_api_dot_v1_dot_api__pb2.LogChunk.FromString,
+                _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/kubeling.api.v1.Api/Exec',
+                request_serializer=kubeling_dot_api_dot_v1_dot_api__pb2.ExecRequest.SerializeToString,
+                response_deserializer=kubeling_dot_api_dot_v1_dot_api__pb2.ExecResponse.FromString,
+                _registered_method=True)
 
 
 class ApiServicer:
@@ -149,6 +159,30 @@ class ApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """Streams a container's log (pods/log in Kubernetes), relayed from the
+        node the pod runs on: stdout and stderr lines in the order written. With
+        follow, the stream stays open until the container exits or the caller
+        cancels. Errors: NOT_FOUND (pod, container instance or previous
+        instance), INVALID_ARGUMENT (no container named and the pod has several,
+        or an unknown one), FAILED_PRECONDITION (the pod has no node yet, or its
+        container has not started), UNAVAILABLE (the node cannot be reached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request, context):
+        """Runs a command in a running container (pods/exec in Kubernetes, without
+        a terminal or stdin), relayed to the node the pod runs on, and returns
+        its output and exit code. Not idempotent: the command runs each time.
+        Errors: as Logs, plus FAILED_PRECONDITION (the container is not running)
+        and DEADLINE_EXCEEDED (timeout_seconds passed; the command was killed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +225,16 @@ def add_ApiServicer_to_server(servicer, server):
                     servicer.Bind,
                     request_deserializer=kubeling_dot_api_dot_v1_dot_api__pb2.BindRequest.FromString,
                     response_serializer=kubeling_dot_api_dot_v1_dot_core__pb2.Pod.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=kubeling_dot_api_dot_v1_dot_api__pb2.LogsRequest.FromString,
+                    response_serializer=kubeling_dot_api_dot_v1_dot_api__pb2.LogChunk.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=kubeling_dot_api_dot_v1_dot_api__pb2.ExecRequest.FromString,
+                    response_serializer=kubeling_dot_api_dot_v1_dot_api__pb2.ExecResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +454,60 @@ class Api:
             '/kubeling.api.v1.Api/Bind',
             kubeling_dot_api_dot_v1_dot_api__pb2.BindRequest.SerializeToString,
             kubeling_dot_api_dot_v1_dot_core__pb2.Pod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kubeling.api.v1.Api/Logs',
+            kubeling_dot_api_dot_v1_dot_api__pb2.LogsRequest.SerializeToString,
+            kubeling_dot_api_dot_v1_dot_api__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubeling.api.v1.Api/Exec',
+            kubeling_dot_api_dot_v1_dot_api__pb2.ExecRequest.SerializeToString,
+            kubeling_dot_api_dot_v1_dot_api__pb2.ExecResponse.FromString,
             options,
             channel_credentials,
             insecure,
