@@ -9,7 +9,6 @@ pods) and campaigns again with fresh caches.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import uuid
