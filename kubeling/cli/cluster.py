@@ -11,6 +11,20 @@ To add a component (scheduler, controllers, node agents), append a
 `Component` whose `command` builds its argv from the `Context` (which knows
 the etcd endpoint and the API server address) and, if it needs one, a
 `ready` check. Nothing else changes: `down` stops whatever `up` recorded.
+
+Nodes (`up --nodes N`, default 2): each node `node-i` is a network namespace
+`kubeling-node-i` with an `eth0` at 10.250.0.(10+i) on a bridge
+`kubeling-lan` in the host namespace (10.250.0.1) that plays the LAN. The
+control plane stays in the host namespace and serves on 10.250.0.1, so the
+nodes reach it over the LAN and the client uses the same address. Each node
+runs `NODE_COMPONENTS` inside its namespace (the runtime, the network
+service, the node agent, the proxy), with state under
+`<state>/nodes/node-i/` and cgroups under /kubeling/node-i; the test images
+from deploy/images/ are imported into every node's runtime. `down` stops the
+node agents, removes every pod through each node's runtime, stops the rest,
+then removes whatever a crash may have left (conmon and runc containers,
+mounts, cgroups, processes in the node's namespace) and the namespaces and
+the bridge: nothing stays behind.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -37,6 +52,7 @@ from kubeling.config import config_path, load_config, save_config, ConfigError
 from .common import CliError
 
 STATE_ENV = "KUBELING_STATE_DIR"
+DEFAULT_NODES = 2
 RECORD = "cluster.json"
 API_READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -61,6 +77,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
                          "/var/lib/kubeling as root, else ~/.kubeling/state)")
     up.add_argument("--timeout", type=float, default=API_READY_TIMEOUT,
                     help="seconds to wait for each component to become ready")
+    up.add_argument("--nodes", type=int, default=DEFAULT_NODES, metavar="N",
+                    help=f"run N real nodes node-1..node-N, each in a network namespace of its own "
+                         f"(default {DEFAULT_NODES}; needs root; 0 for the control plane only)")
     up.add_argument("--hollow-nodes", type=int, default=0, metavar="N",
                     help="also run N simulated nodes (no containers) for trying the control plane")
     up.set_defaults(run=run_up)
@@ -206,12 +225,18 @@ def _start_etcd(ctx: Context) -> Process:
 def _pick_api_port(ctx: Context) -> None:
     from kubeling.local.etcd_server import find_free_port
 
-    ctx.api_address = f"127.0.0.1:{find_free_port()}"
+    # With nodes, the API server serves on the LAN bridge (nodes reach it there,
+    # and so does this host), never on every interface of the machine.
+    host = LAN_HOST_ADDRESS if ctx.values.get("nodes") else "127.0.0.1"
+    ctx.api_address = f"{host}:{find_free_port(host)}"
 
 
 def _apiserver_command(ctx: Context) -> list[str]:
-    return [ctx.python, "-m", "services.apiserver", "--etcd-servers", ctx.etcd_endpoint,
+    argv = [ctx.python, "-m", "services.apiserver", "--etcd-servers", ctx.etcd_endpoint,
             "--bind", ctx.api_address]
+    if ctx.values.get("nodes"):
+        argv += ["--advertise-address", LAN_HOST_ADDRESS]
+    return argv
 
 
 async def api_answers(address: str, timeout: float = 2.0) -> bool:
@@ -270,6 +295,513 @@ COMPONENTS: list[Component] = [
               enabled=lambda ctx: ctx.values.get("hollow_nodes", 0) > 0,
               describe=lambda ctx: f"{ctx.values['hollow_nodes']} simulated nodes"),
 ]
+
+
+# ------------------------------------------------------------------ nodes
+
+LAN_BRIDGE = "kubeling-lan"
+LAN_NETWORK = ipaddress.IPv4Network("10.250.0.0/24")
+LAN_HOST_ADDRESS = "10.250.0.1"  # the host's (and so the control plane's) address on the LAN
+NODE_ADDRESS_OFFSET = 10  # node-i is 10.250.0.(10 + i)
+MAX_NODES = 200
+NODE_NETNS_PREFIX = "kubeling-node-"
+NODE_LINK_PREFIX = "kl-node-"  # the host end of a node's veth, on the bridge
+NODE_CGROUP_ROOT = "/kubeling"
+NODE_SERVICE_PORT = 10250  # the node agent's Node service (logs, exec), as the kubelet's port
+NETNS_DIR = Path("/run/netns")
+CGROUP_FS = Path("/sys/fs/cgroup")
+IMAGES_SUBDIR = "images"  # <state>/images: the test images, built once
+_UNIX_PATH_MAX = 107
+
+
+@dataclass
+class LocalNode:
+    """One node of the local cluster: its names, address and directories."""
+
+    index: int
+    state_root: Path  # <state>/nodes
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"{NODE_NETNS_PREFIX}{self.index}"
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+    @property
+    def ip(self) -> str:
+        return str(LAN_NETWORK.network_address + NODE_ADDRESS_OFFSET + self.index)
+
+    @property
+    def host_link(self) -> str:
+        return f"{NODE_LINK_PREFIX}{self.index}"
+
+    @property
+    def dir(self) -> Path:
+        return self.state_root / self.name
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.dir / "runtime"
+
+    @property
+    def network_dir(self) -> Path:
+        return self.dir / "network"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.dir / "kubelet"
+
+    @property
+    def socket_dir(self) -> Path:
+        # Unix socket paths are short; a deep state dir gets its sockets under /run.
+        if len(str(self.dir / "network.sock")) <= _UNIX_PATH_MAX:
+            return self.dir
+        import hashlib
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+        return Path("/run/kubeling") / digest
+
+    @property
+    def runtime_endpoint(self) -> str:
+        return f"unix://{self.socket_dir / 'runtime.sock'}"
+
+    @property
+    def network_endpoint(self) -> str:
+        return f"unix://{self.socket_dir / 'network.sock'}"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"{NODE_CGROUP_ROOT}/{self.name}"
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "netns": self.netns, "ip": self.ip,
+                "dir": str(self.dir), "runtime_endpoint": self.runtime_endpoint,
+                "cgroup_root": self.cgroup_root}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LocalNode":
+        return cls(int(d["index"]), Path(d["dir"]).parent)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise StartError(f"ip {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
+    return proc
+
+
+def _link_exists(name: str, netns: str | None = None) -> bool:
+    args = (["-n", netns] if netns else []) + ["link", "show", "dev", name]
+    return _ip(*args, check=False).returncode == 0
+
+
+def check_node_prerequisites(count: int) -> None:
+    """CliError naming what is missing for `count` real nodes."""
+    if count < 0:
+        raise CliError("--nodes must be 0 or more")
+    if count > MAX_NODES:
+        raise CliError(f"--nodes must be at most {MAX_NODES}")
+    if count == 0:
+        return
+    if os.geteuid() != 0:
+        raise CliError("--nodes needs root (network namespaces, runc, cgroups); "
+                       "run as root, or use --nodes 0 for the control plane only")
+    missing = [tool for tool in ("ip", "nsenter", "runc", "conmon", "nft") if not shutil.which(tool)]
+    if missing:
+        raise CliError(f"--nodes needs {', '.join(missing)} on this machine "
+                       f"(see deploy/install-deps.sh), or use --nodes 0")
+
+
+def create_lan(nodes: list[LocalNode]) -> None:
+    """The bridge with the host's address, and each node's namespace wired to it.
+
+    Idempotent: what exists and is right is kept. A namespace of a node name
+    that this cluster does not own (another cluster's) is refused before
+    anything is made.
+    """
+    for node in nodes:
+        if node.netns_path.exists() and not _owned(node):
+            raise StartError(f"network namespace {node.netns} already exists: another local cluster "
+                             f"with nodes is running (stop it with `kubeling down`), or remove it "
+                             f"with `ip netns delete {node.netns}`")
+    if not _link_exists(LAN_BRIDGE):
+        _ip("link", "add", LAN_BRIDGE, "type", "bridge")
+    _ip("addr", "replace", f"{LAN_HOST_ADDRESS}/{LAN_NETWORK.prefixlen}", "dev", LAN_BRIDGE)
+    _ip("link", "set", LAN_BRIDGE, "up")
+    for node in nodes:
+        node.dir.mkdir(parents=True, exist_ok=True)
+        (node.dir / "owner").write_text(f"{_netns_marker()}\n")
+        if not node.netns_path.exists():
+            _ip("netns", "add", node.netns)
+        _ip("-n", node.netns, "link", "set", "lo", "up")
+        if not _link_exists("eth0", node.netns):
+            if _link_exists(node.host_link):
+                _ip("link", "del", node.host_link)
+            _ip("link", "add", node.host_link, "type", "veth", "peer", "name", "eth0", "netns", node.netns)
+        _ip("link", "set", node.host_link, "master", LAN_BRIDGE, "up")
+        _ip("-n", node.netns, "addr", "replace", f"{node.ip}/{LAN_NETWORK.prefixlen}", "dev", "eth0")
+        _ip("-n", node.netns, "link", "set", "eth0", "up")
+        node.socket_dir.mkdir(parents=True, exist_ok=True)
+        for sub in (node.runtime_dir, node.network_dir, node.kubelet_dir):
+            sub.mkdir(parents=True, exist_ok=True)
+
+
+def _netns_marker() -> str:
+    return "kubeling local cluster"
+
+
+def _owned(node: LocalNode) -> bool:
+    """The node's namespace was made by this state dir (its owner file says so)."""
+    try:
+        return (node.dir / "owner").read_text().strip() == _netns_marker()
+    except OSError:
+        return False
+
+
+def _in_node(node: LocalNode, ctx: Context, *argv: str) -> list[str]:
+    """argv run inside the node's network namespace (only that: same mounts, same cgroups)."""
+    return ["nsenter", f"--net={node.netns_path}", "--", ctx.python, *argv]
+
+
+def _node(ctx: Context, index: int) -> LocalNode:
+    return ctx.values["nodes"][index - 1]
+
+
+def _runtime_command(index: int) -> Callable[[Context], list[str]]:
+    def command(ctx: Context) -> list[str]:
+        node = _node(ctx, index)
+        return _in_node(node, ctx, "-m", "node_agent.runtime", "--listen", node.runtime_endpoint,
+                        "--state-dir", str(node.runtime_dir), "--cgroup-root", node.cgroup_root)
+    return command
+
+
+def _network_command(index: int) -> Callable[[Context], list[str]]:
+    def command(ctx: Context) -> list[str]:
+        node = _node(ctx, index)
+        return _in_node(node, ctx, "-m", "node_agent.network", "--listen", node.network_endpoint,
+                        "--node-name", node.name, "--state-dir", str(node.network_dir),
+                        "--server", ctx.api_address, "--netns", node.netns)
+    return command
+
+
+def _kubelet_command(index: int) -> Callable[[Context], list[str]]:
+    def command(ctx: Context) -> list[str]:
+        node = _node(ctx, index)
+        return _in_node(node, ctx, "-m", "node_agent.kubelet", "--server", ctx.api_address,
+                        "--node-name", node.name, "--node-ip", node.ip,
+                        "--container-runtime-endpoint", node.runtime_endpoint,
+                        "--network-endpoint", node.network_endpoint,
+                        "--state-dir", str(node.kubelet_dir))
+    return command
+
+
+def _proxy_command(index: int) -> Callable[[Context], list[str]]:
+    def command(ctx: Context) -> list[str]:
+        node = _node(ctx, index)
+        return _in_node(node, ctx, "-m", "node_agent.proxy", "--server", ctx.api_address,
+                        "--node-name", node.name, "--netns", node.netns)
+    return command
+
+
+def _wait_runtime(index: int):
+    async def ready(ctx: Context, proc: Process) -> None:
+        node = _node(ctx, index)
+        from kubeling.cri.v1 import api_pb2 as cri, api_pb2_grpc as cri_grpc
+
+        deadline = time.monotonic() + ctx.timeout
+        async with _grpc_channel(node.runtime_endpoint) as channel:
+            stub = cri_grpc.RuntimeServiceStub(channel)
+            while True:
+                if not proc.alive():
+                    raise StartError(f"{proc.name} exited before it was ready")
+                try:
+                    await stub.Version(cri.VersionRequest(), timeout=1)
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    if time.monotonic() >= deadline:
+                        raise StartError(f"{proc.name} did not answer on {node.runtime_endpoint} "
+                                         f"within {ctx.timeout:.0f}s") from None
+                    await asyncio.sleep(0.1)
+            await _import_images(ctx, node, channel)
+    return ready
+
+
+@contextlib.asynccontextmanager
+async def _grpc_channel(endpoint: str):
+    import grpc
+
+    channel = grpc.aio.insecure_channel(endpoint)
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+def build_test_images(ctx: Context) -> dict[str, Path]:
+    """The test images (OCI layouts) from deploy/images/build.py, built once
+    into <state>/images; {} when this is not a source checkout."""
+    out = ctx.state_dir / IMAGES_SUBDIR
+    built = {"localhost/kubeling/shell:1": out / "shell", "localhost/kubeling/http:1": out / "http"}
+    if all((p / "index.json").exists() for p in built.values()):
+        return built
+    if "images" in ctx.values:
+        return ctx.values["images"]
+    script = Path(__file__).resolve().parents[2] / "deploy" / "images" / "build.py"
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not script.exists() or not os.path.exists(busybox):
+        print("warning: the test images cannot be built here (no deploy/images/build.py or busybox); "
+              "import images with `kubeling images import`", file=sys.stderr)
+        ctx.values["images"] = {}
+        return {}
+    proc = subprocess.run([ctx.python, str(script), "--out", str(out), "--busybox", busybox],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise StartError(f"building the test images failed: {proc.stderr.strip()}")
+    ctx.values["images"] = built
+    return built
+
+
+async def _import_images(ctx: Context, node: LocalNode, channel) -> None:
+    from kubeling.cri.v1 import images_pb2, images_pb2_grpc
+
+    images = await asyncio.to_thread(build_test_images, ctx)
+    stub = images_pb2_grpc.ImageImportServiceStub(channel)
+    for name, layout in images.items():
+        try:
+            await stub.ImportImage(images_pb2.ImportImageRequest(path=str(layout), name=name),
+                                   timeout=max(ctx.timeout, 60))
+        except Exception as e:  # noqa: BLE001 - reported with the image's name
+            details = e.details() if hasattr(e, "details") else str(e)
+            raise StartError(f"importing {name} into {node.name} failed: {details}") from None
+
+
+async def _wait_socket(ctx: Context, proc: Process, endpoint: str) -> None:
+    path = endpoint.removeprefix("unix://")
+    deadline = time.monotonic() + ctx.timeout
+    while not os.path.exists(path):
+        if not proc.alive():
+            raise StartError(f"{proc.name} exited before it was ready")
+        if time.monotonic() >= deadline:
+            raise StartError(f"{proc.name} did not listen on {endpoint} within {ctx.timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+def _wait_network(index: int):
+    async def ready(ctx: Context, proc: Process) -> None:
+        await _wait_socket(ctx, proc, _node(ctx, index).network_endpoint)
+    return ready
+
+
+def _wait_node_ready(index: int):
+    """The node agent registered its Node and reports it Ready."""
+    async def ready(ctx: Context, proc: Process) -> None:
+        node = _node(ctx, index)
+        deadline = time.monotonic() + max(ctx.timeout, 60)
+        last = "not registered"
+        async with ApiClient(ctx.api_address, timeout=5) as client:
+            while True:
+                if not proc.alive():
+                    raise StartError(f"{proc.name} exited before its node was Ready")
+                try:
+                    obj = await client.get("nodes", node.name, namespace="")
+                    cond = next((c for c in obj.status.conditions if c.type == "Ready"), None)
+                    if cond is not None and cond.status == "True":
+                        return
+                    last = f"Ready={cond.status} ({cond.reason}: {cond.message})" if cond else "no Ready condition"
+                except ApiError as e:
+                    last = str(e)
+                if time.monotonic() >= deadline:
+                    raise StartError(f"node {node.name} did not become Ready: {last}")
+                await asyncio.sleep(0.2)
+    return ready
+
+
+def node_components(index: int) -> list[Component]:
+    """The processes of node `index`, in start order."""
+    def describe(ctx: Context) -> str:
+        node = _node(ctx, index)
+        return f"{node.name} at {node.ip} in network namespace {node.netns}"
+
+    name = f"node-{index}"
+    return [
+        Component(f"runtime-{name}", command=_runtime_command(index), ready=_wait_runtime(index),
+                  attempts=1),
+        Component(f"network-{name}", command=_network_command(index), ready=_wait_network(index),
+                  attempts=1),
+        Component(f"kubelet-{name}", command=_kubelet_command(index), ready=_wait_node_ready(index),
+                  attempts=1, describe=describe),
+        Component(f"proxy-{name}", command=_proxy_command(index), ready=_stays_up, attempts=1),
+    ]
+
+
+# The node agents and proxies stop first (nothing recreates pods), then every
+# pod is removed through its node's runtime, then the rest stop.
+_NODE_AGENT_PREFIXES = ("kubelet-node-", "proxy-node-")
+
+
+def _remove_pods(node: LocalNode, report: bool) -> None:
+    """Every sandbox and container on the node, removed through its runtime."""
+    import grpc
+
+    from kubeling.cri.v1 import api_pb2 as cri, api_pb2_grpc as cri_grpc
+
+    if not os.path.exists(node.runtime_endpoint.removeprefix("unix://")):
+        return
+    removed = 0
+    with grpc.insecure_channel(node.runtime_endpoint) as channel:
+        rt = cri_grpc.RuntimeServiceStub(channel)
+        try:
+            for sandbox in rt.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=10).items:
+                with contextlib.suppress(grpc.RpcError):
+                    rt.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=60)
+                rt.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=60)
+                removed += 1
+            for c in rt.ListContainers(cri.ListContainersRequest(), timeout=10).containers:
+                rt.RemoveContainer(cri.RemoveContainerRequest(container_id=c.id), timeout=60)
+        except grpc.RpcError as e:
+            if report:
+                print(f"{node.name}: removing pods through the runtime failed ({e.details()}); "
+                      f"cleaning up directly", file=sys.stderr)
+    if report and removed:
+        print(f"{node.name}: removed {removed} pod sandbox{'es' if removed != 1 else ''}", flush=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root).rstrip("/") + "/"
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _pids_in_netns(path: Path) -> list[int]:
+    try:
+        target = os.stat(path)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/{entry.name}/ns/net")
+            if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _conmon_pids(runtime_dir: Path) -> list[int]:
+    needle = str(runtime_dir).encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if argv and argv[0].endswith(b"conmon") and any(needle in a for a in argv):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _cgroup_dirs(path: str) -> list[Path]:
+    rel = path.strip("/")
+    if (CGROUP_FS / "cgroup.controllers").exists():
+        return [CGROUP_FS / rel]
+    return [h / rel for h in sorted(CGROUP_FS.iterdir()) if h.is_dir() and not h.is_symlink()]
+
+
+def _remove_cgroup(path: str) -> list[str]:
+    left = []
+    for top in _cgroup_dirs(path):
+        if not top.exists():
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):
+            try:
+                os.rmdir(dirpath)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                left.append(f"{dirpath}: {e.strerror}")
+    return left
+
+
+def _clean_node(node: LocalNode, report: bool) -> list[str]:
+    """Remove whatever the node's processes left: containers, mounts, cgroups,
+    processes in its namespace, the namespace itself. Returns what could not go."""
+    problems = []
+    for pid in _conmon_pids(node.runtime_dir) + _pids_in_netns(node.netns_path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    runc_root = node.runtime_dir / "runc"
+    if runc_root.exists() and shutil.which("runc"):
+        ids = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True,
+                             text=True).stdout.split()
+        for cid in ids:
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid],
+                           capture_output=True)
+    for point in _mounts_under(node.dir):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    # Processes just killed leave their cgroups a moment later.
+    deadline = time.monotonic() + 5
+    while True:
+        left = _remove_cgroup(node.cgroup_root)
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    problems += [f"cgroup {p}" for p in left]
+    if node.netns_path.exists():
+        proc = _ip("netns", "delete", node.netns, check=False)
+        if proc.returncode != 0:
+            problems.append(f"network namespace {node.netns}: {proc.stderr.strip()}")
+        elif report:
+            print(f"{node.name}: removed network namespace {node.netns}", flush=True)
+    if _link_exists(node.host_link):
+        _ip("link", "del", node.host_link, check=False)
+    # IP allocations are for pods that no longer exist.
+    shutil.rmtree(node.network_dir, ignore_errors=True)
+    if node.socket_dir != node.dir:
+        shutil.rmtree(node.socket_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (node.dir / "owner").unlink()
+    return problems
+
+
+def _remove_lan(report: bool) -> None:
+    if _link_exists(LAN_BRIDGE):
+        _ip("link", "del", LAN_BRIDGE, check=False)
+        if report:
+            print(f"removed bridge {LAN_BRIDGE}", flush=True)
+    # The parent of the nodes' cgroups, once no node uses it.
+    for top in _cgroup_dirs(NODE_CGROUP_ROOT):
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
+def tear_down(record: dict, report: bool) -> None:
+    """Stop everything `up` recorded and remove the nodes: the order that leaves nothing."""
+    processes = [Process.from_json(p) for p in record.get("processes", [])]
+    nodes = [LocalNode.from_json(n) for n in record.get("nodes", [])]
+    agents = [p for p in processes if p.name.startswith(_NODE_AGENT_PREFIXES)]
+    _stop_all(agents, report)
+    for node in nodes:
+        _remove_pods(node, report)
+    _stop_all([p for p in processes if p not in agents], report)
+    problems = []
+    for node in nodes:
+        problems += _clean_node(node, report)
+    if nodes or record.get("lan"):
+        _remove_lan(report)
+    for problem in problems:
+        print(f"warning: could not remove {problem}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ state
@@ -393,19 +925,29 @@ async def run_up(args: argparse.Namespace) -> int:
                 return 0
             print(f"found a local cluster in {state_dir} that is not working; restarting it",
                   file=sys.stderr)
-            _stop_all(processes, report=False)
+            tear_down(record, report=False)
             (state_dir / RECORD).unlink(missing_ok=True)
 
         ctx = Context(state_dir=state_dir, timeout=args.timeout)
         if args.hollow_nodes < 0:
             raise CliError("--hollow-nodes must be 0 or more")
+        check_node_prerequisites(args.nodes)
         ctx.values["hollow_nodes"] = args.hollow_nodes
+        nodes = [LocalNode(i, state_dir / "nodes") for i in range(1, args.nodes + 1)]
+        ctx.values["nodes"] = nodes
         ctx.logs.mkdir(parents=True, exist_ok=True)
         record = {"state_dir": str(state_dir), "server": "", "config": str(config_file),
-                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "processes": []}
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "processes": [],
+                  "nodes": [n.to_json() for n in nodes], "lan": LAN_BRIDGE if nodes else ""}
+        components = COMPONENTS + [c for n in nodes for c in node_components(n.index)]
         started: list[Process] = []
         try:
-            for component in COMPONENTS:
+            if nodes:
+                _write_record(state_dir, record)  # first, so that `down` can undo a half-made LAN
+                create_lan(nodes)
+                print(f"LAN {LAN_NETWORK} on bridge {LAN_BRIDGE}: "
+                      + ", ".join(f"{n.name} {n.ip}" for n in nodes), flush=True)
+            for component in components:
                 if component.enabled is not None and not component.enabled(ctx):
                     continue
                 proc = await _start_component(ctx, component)
@@ -417,7 +959,8 @@ async def run_up(args: argparse.Namespace) -> int:
                 print(f"{component.name} started (pid {proc.pid}{', ' + detail if detail else ''})",
                       flush=True)
         except BaseException as e:
-            _stop_all(started, report=False)
+            record["processes"] = [p.to_json() for p in started]
+            tear_down(record, report=False)
             (state_dir / RECORD).unlink(missing_ok=True)
             if isinstance(e, StartError):
                 raise CliError(f"{e}\n(nothing is left running; logs are in {ctx.logs})") from None
@@ -425,6 +968,9 @@ async def run_up(args: argparse.Namespace) -> int:
         path = save_config(server=ctx.api_address, path=config_file)
     print()
     print(f"kubeling is running: API server at {ctx.api_address}")
+    if nodes:
+        print(f"  nodes:                    {', '.join(n.name for n in nodes)} "
+              f"(network namespaces {NODE_NETNS_PREFIX}1..{len(nodes)}, bridge {LAN_BRIDGE})")
     print(f"  state (etcd data, logs):  {state_dir}")
     print(f"  client configuration:     {path}")
     print()
@@ -478,8 +1024,7 @@ async def run_down(args: argparse.Namespace) -> int:
         if record is None:
             print(f"no local cluster is running (state dir {state_dir})")
         else:
-            processes = [Process.from_json(p) for p in record["processes"]]
-            _stop_all(processes, report=True)
+            tear_down(record, report=True)
             (state_dir / RECORD).unlink(missing_ok=True)
             _forget_config(record)
         if args.purge:
