@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--percentage-of-nodes-to-score", type=int, default=0,
                         help="percent of nodes to find feasible before scoring; 0 = adaptive "
                              "(50%% minus 1%% per 125 nodes, at least 5%% and 100 nodes)")
-    parser.add_argument("--max-binds-in-flight", type=int, default=256)
+    parser.add_argument("--max-binds-in-flight", type=int, default=64,
+                        help="binds awaiting the API server at once; scheduling pauses at the limit")
     parser.add_argument("--event-workers", type=int, default=2,
                         help="concurrent Event writes; Events beyond what they keep up with "
                              "queue (up to 10000), then are dropped")

@@ -83,7 +83,7 @@ class Scheduler:
 
     def __init__(self, client: ApiClient, *, scheduler_name: str = DEFAULT_SCHEDULER_NAME,
                  percentage_of_nodes_to_score: int = 0, framework: Framework | None = None,
-                 identity: str = "", max_binds_in_flight: int = 256,
+                 identity: str = "", max_binds_in_flight: int = 64,
                  event_workers: int = 2, clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.scheduler_name = scheduler_name
