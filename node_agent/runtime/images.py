@@ -327,7 +327,7 @@ class ImageStore:
             return image
 
     def _save(self, image: Image) -> None:
-        write_json(self.records / f"{image.hex}.json", image.to_json())
+        write_json(self.records / f"{image.hex}.json", image.to_json(), durable=True)
 
     def _store_blob(self, digest: str, data: bytes | None = None, src: Path | None = None) -> None:
         algo, _, hexd = digest.partition(":")

@@ -122,6 +122,15 @@ def remove_cgroup(path: str) -> list[str]:
     return left
 
 
+def move_to_cgroup(pid: int, path: str) -> None:
+    """Best effort: moves `pid` into cgroup `path` in every hierarchy where that cgroup exists."""
+    for d in cgroup_dirs(path):
+        try:
+            (d / "cgroup.procs").write_text(str(pid))
+        except OSError:
+            pass
+
+
 def existing_cgroups(path: str) -> list[str]:
     return [str(d) for d in cgroup_dirs(path) if d.exists()]
 

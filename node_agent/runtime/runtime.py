@@ -531,6 +531,10 @@ class Runtime:
             c.conmon_pid = int((bundle / "conmon.pid").read_text().strip())
         except (OSError, ValueError):
             c.conmon_pid = 0
+        if c.conmon_pid:
+            # Out of the service's own cgroup, so a service manager that stops the
+            # service by killing its cgroup does not take the containers' conmons along.
+            linux.move_to_cgroup(c.conmon_pid, s.cgroup_parent)
         c.state = CREATED
         self._save_container(c)
 

@@ -44,26 +44,75 @@ def _rss_kib(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
-def bench_cri(tmp: Path, images: dict) -> tuple[list[float], int, int]:
-    """Seconds from RunPodSandbox to StartContainer returning, per pod; the service's RSS and peak."""
+class _RuncFloor:
+    """`runc run -d` of a bundle like the runtime's: same image layer, spec and hardening."""
+
+    def __init__(self, tmp: Path, images: dict):
+        self.tmp = tmp
+        self.store = ImageStore(tmp / "runc-store")
+        (self.image,) = self.store.import_archive(str(images[SHELL]))
+        self.root = tmp / "runc-root"
+        self.cgroup_root = f"/kubeling-bench-{os.getpid()}"
+
+    def one(self, i: int) -> float:
+        bundle = self.tmp / f"b{i}"
+        rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
+        for d in (rootfs, upper, work):
+            d.mkdir(parents=True)
+        linux.mount_overlay(self.store.layer_paths(self.image), upper, work, rootfs)
+        spec = oci_spec.build(
+            args=["sleep", "1000"], env=oci_spec.environment(self.image.config, [], "bench"), cwd="/",
+            user=oci_spec.User(0, 0, []), hostname="bench", rootfs=rootfs, readonly_rootfs=False,
+            mounts=[], netns_path=None, cgroups_path=f"{self.cgroup_root}/c{i}",
+            linux_resources=oci_spec.resources(None, False), caps=list(oci_spec.DEFAULT_CAPABILITIES),
+            oom_score_adj=0, masked_paths=list(oci_spec.MASKED_PATHS),
+            readonly_paths=list(oci_spec.READONLY_PATHS), seccomp_profile=seccomp.default_profile())
+        spec["linux"]["namespaces"].append({"type": "network"})
+        (bundle / "config.json").write_text(json.dumps(spec))
+        cid = f"bench-{i}"
+        try:
+            t0 = time.perf_counter()
+            subprocess.run(["runc", "--root", str(self.root), "run", "-d", "-b", str(bundle), cid], check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+        finally:
+            subprocess.run(["runc", "--root", str(self.root), "delete", "--force", cid],
+                           capture_output=True)
+            linux.unmount(rootfs)
+            shutil.rmtree(bundle)
+
+    def close(self) -> None:
+        linux.remove_cgroup(self.cgroup_root)
+
+
+def _cri_pod(service, i: int) -> float:
+    """Seconds from RunPodSandbox to StartContainer returning (the container running)."""
+    t0 = time.perf_counter()
+    sid, sc = service.sandbox(f"bench-{i}")
+    cid = service.container(sid, sc, "main", ["sleep", "1000"])
+    elapsed = time.perf_counter() - t0
+    assert service.status(cid).status.state == pb.CONTAINER_RUNNING
+    service.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    return elapsed
+
+
+def bench(tmp: Path, images: dict) -> tuple[list[float], list[float], int, int]:
+    """Pod start times through the CRI and bare runc, interleaved so both see the same machine
+    load; and the service's RSS and peak RSS afterwards."""
     from tests.e2e.test_runtime_cri import RuntimeProcess
 
     service = RuntimeProcess(tmp / "cri")
     service.base.mkdir(parents=True, exist_ok=True)
-    times = []
+    floor = _RuncFloor(tmp, images)
+    cri_times, runc_times = [], []
     try:
         service.start()
         service.import_images(images)
         for i in range(PODS + 3):
-            t0 = time.perf_counter()
-            sid, sc = service.sandbox(f"bench-{i}")
-            service.container(sid, sc, "main", ["sleep", "1000"])
-            elapsed = time.perf_counter() - t0
-            if i >= 3:  # the first pods warm caches (page cache, Python imports)
-                times.append(elapsed)
-            assert service.status(service.rt.ListContainers(pb.ListContainersRequest(
-                filter=pb.ContainerFilter(pod_sandbox_id=sid))).containers[0].id).status.state == pb.CONTAINER_RUNNING
-            service.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+            a, b = _cri_pod(service, i), floor.one(i)
+            if i >= 3:  # the first pods warm caches (page cache, lazy imports)
+                cri_times.append(a)
+                runc_times.append(b)
         rss = _rss_kib(service.proc.pid)
         peak = _rss_kib(service.proc.pid, "VmHWM")
     finally:
@@ -74,43 +123,9 @@ def bench_cri(tmp: Path, images: dict) -> tuple[list[float], int, int]:
             pass
         service.stop()
         service.force_clean()
-    return times, rss, peak
-
-
-def bench_runc(tmp: Path, images: dict) -> list[float]:
-    """Seconds for `runc run -d` of a bundle like the runtime's (same image, spec and hardening)."""
-    store = ImageStore(tmp / "runc-store")
-    (image,) = store.import_archive(str(images[SHELL]))
-    root = tmp / "runc-root"
-    cgroup_root = f"/kubeling-bench-{os.getpid()}"
-    times = []
-    for i in range(PODS + 3):
-        bundle = tmp / f"b{i}"
-        rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
-        for d in (rootfs, upper, work):
-            d.mkdir(parents=True)
-        linux.mount_overlay(store.layer_paths(image), upper, work, rootfs)
-        spec = oci_spec.build(
-            args=["sleep", "1000"], env=oci_spec.environment(image.config, [], "bench"), cwd="/",
-            user=oci_spec.User(0, 0, []), hostname="bench", rootfs=rootfs, readonly_rootfs=False,
-            mounts=[], netns_path=None, cgroups_path=f"{cgroup_root}/c{i}",
-            linux_resources=oci_spec.resources(None, False), caps=list(oci_spec.DEFAULT_CAPABILITIES),
-            oom_score_adj=0, masked_paths=list(oci_spec.MASKED_PATHS),
-            readonly_paths=list(oci_spec.READONLY_PATHS), seccomp_profile=seccomp.default_profile())
-        spec["linux"]["namespaces"].append({"type": "network"})
-        (bundle / "config.json").write_text(json.dumps(spec))
-        cid = f"bench-{i}"
-        t0 = time.perf_counter()
-        subprocess.run(["runc", "--root", str(root), "run", "-d", "-b", str(bundle), cid], check=True,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        elapsed = time.perf_counter() - t0
-        if i >= 3:
-            times.append(elapsed)
-        subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], check=True)
-        linux.unmount(rootfs)
-        shutil.rmtree(bundle)
-    linux.remove_cgroup(cgroup_root)
-    return times
+        linux.remove_cgroup(service.cgroup_root)
+        floor.close()
+    return cri_times, runc_times, rss, peak
 
 
 def run(tmp: Path, report: Callable[[str, float, str], None]) -> None:
@@ -118,8 +133,7 @@ def run(tmp: Path, report: Callable[[str, float, str], None]) -> None:
         report("runtime_bench_skipped", 1, "needs root, runc and conmon")
         return
     images = build_all(tmp / "images", tar=True)
-    cri_times, rss, peak = bench_cri(tmp, images)
-    runc_times = bench_runc(tmp, images)
+    cri_times, runc_times, rss, peak = bench(tmp, images)
     for name, times in (("runtime_cri_pod_start", cri_times), ("runtime_runc_run", runc_times)):
         report(f"{name}_p50", _pct(times, 50) * 1000, f"ms ({len(times)} pods)")
         report(f"{name}_p99", _pct(times, 99) * 1000, f"ms ({len(times)} pods)")
