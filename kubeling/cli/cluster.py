@@ -611,6 +611,7 @@ def _wait_node_ready(index: int):
                     obj = await client.get("nodes", node.name, namespace="")
                     cond = next((c for c in obj.status.conditions if c.type == "Ready"), None)
                     if cond is not None and cond.status == "True":
+                        await _route_pod_cidr(client, node)
                         return
                     last = f"Ready={cond.status} ({cond.reason}: {cond.message})" if cond else "no Ready condition"
                 except ApiError as e:
@@ -619,6 +620,22 @@ def _wait_node_ready(index: int):
                     raise StartError(f"node {node.name} did not become Ready: {last}")
                 await asyncio.sleep(0.2)
     return ready
+
+
+async def _route_pod_cidr(client: ApiClient, node: LocalNode, wait: float = 5.0) -> None:
+    """Route the node's pod CIDR from the host to the node, as the nodes route
+    to each other: pods are reachable from this machine, and traffic to them
+    never follows the default route off it. The route goes with the bridge."""
+    deadline = time.monotonic() + wait
+    while True:
+        obj = await client.get("nodes", node.name, namespace="")
+        cidr = obj.spec.pod_cidr
+        if cidr:
+            _ip("route", "replace", cidr, "via", node.ip, "dev", LAN_BRIDGE, check=False)
+            return
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.2)
 
 
 def node_components(index: int) -> list[Component]:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,11 @@ def test_two_nodes_run_pods_serve_logs_and_exec_and_down_leaves_nothing(local):
     assert across.stdout.strip() == b["metadata"]["name"]
     failed = local("exec", a["metadata"]["name"], "--", "sh", "-c", "exit 7", ok=False)
     assert failed.returncode == 7
+    # This machine reaches pods over the LAN bridge too (a route per node's pod CIDR).
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an HTTP proxy
+    for pod in (a, b):
+        with direct.open(f"http://{pod['status']['podIP']}:8080/", timeout=5) as answer:
+            assert answer.read().decode().strip() == pod["metadata"]["name"]
 
     # logs of a pod placed on node-2.
     local("apply", "-f", "-", input=TALKER)
