@@ -233,6 +233,19 @@ def cri(tmp_path, image_store_template):
             pytest.fail("left behind: " + "; ".join(problems) + "\n" + service.log(), pytrace=False)
 
 
+def cri_log_messages(path: Path) -> list[str]:
+    """The lines a container wrote, with partial (P) records joined as CRI readers do."""
+    messages, partial = [], ""
+    for line in path.read_text().splitlines():
+        m = CRI_LOG_LINE.match(line)
+        assert m, line
+        partial += m.group(4)
+        if m.group(3) == "F":
+            messages.append(partial)
+            partial = ""
+    return messages
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -677,3 +690,46 @@ def test_docker_archive_import_and_the_images_cli(cri, test_images, tmp_path, ca
     assert any(line.split()[:2] == ["example.com/team/shell", "7"] for line in out)
     with pytest.raises(CliError, match="not a tar archive"):
         cli("import", "/etc/hostname")
+
+
+def test_volumes_read_only_root_and_user(cri, tmp_path):
+    data = tmp_path / "volume"
+    data.mkdir()
+    (data / "in.txt").write_text("from-host")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "key").write_text("value")
+    sid, sc = cri.sandbox("vols")
+    c = cri.container(
+        sid, sc, "c",
+        ["sh", "-c", "cat /data/in.txt; echo; cat /config/key; echo; echo out > /data/out.txt; "
+                     "touch /rootfs-write 2>/dev/null && echo root-writable || echo root-read-only; "
+                     "touch /config/x 2>/dev/null && echo config-writable || echo config-read-only; id -u"],
+        mounts=[pb.Mount(container_path="/data", host_path=str(data)),
+                pb.Mount(container_path="/config", host_path=str(config), readonly=True)],
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+            readonly_rootfs=True, run_as_user=pb.Int64Value(value=0))))
+    st = cri.wait_exited(c)
+    log = cri_log_messages(Path(st.log_path))
+    assert log == ["from-host", "value", "root-read-only", "config-read-only", "0"], log
+    assert (data / "out.txt").read_text() == "out\n"
+    assert [m.container_path for m in st.mounts] == ["/data", "/config"]
+
+
+def test_a_create_interrupted_by_a_crash_is_undone_at_startup(cri):
+    """A record still marked "creating" means the service died half-way: the next start removes
+    whatever the create had made (runc container, conmon, overlay mount, bundle)."""
+    import json
+    sid, sc = cri.sandbox("crash")
+    c = cri.container(sid, sc, "half", ["sleep", "100"], start=False)
+    cri.kill()
+    record = cri.state_dir / "containers" / f"{c}.json"
+    data = json.loads(record.read_text())
+    data["state"] = "creating"
+    record.write_text(json.dumps(data))
+    assert linux.mounts_under(cri.state_dir / "containers" / c)
+    cri.start()
+    assert cri.rt.ListContainers(pb.ListContainersRequest()).containers == []
+    assert not (cri.state_dir / "containers" / c).exists()
+    assert not linux.mounts_under(cri.state_dir / "containers")
+    assert conmon_pids(cri.state_dir) == []
