@@ -1,0 +1,93 @@
+"""Pod workers: who syncs which pod, when.
+
+Keys are pod UIDs (a pod deleted and created again under the same name is
+a different pod, with its own containers). Three sources queue a UID:
+
+- the pod informer (pods with `spec.nodeName=<this node>`): every add,
+  update and delete;
+- the PLEG (pleg.py), when the runtime's containers of a pod change state
+  (a container exited) or a UID is found in the runtime that the API
+  server no longer has (an orphan);
+- probe results that flip, and the sync itself (`requeue` seconds: backoff
+  expiry, periodic resync).
+
+The work queue hands a UID to one worker at a time, so a pod is never
+synced twice at once, while many pods sync in parallel. `reconcile(uid)`
+reads the informer's cache and picks: gone -> cleanup, being deleted ->
+terminate, else sync. Errors are retried with per-UID backoff (0.2 s
+doubling to 30 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from google.protobuf.message import Message
+
+from kubeling.client.informer import Informer
+from kubeling.client.workqueue import (BucketRateLimiter, ItemExponentialFailureRateLimiter,
+                                       MaxOfRateLimiter, WorkQueue, run_workers)
+from node_agent.kubelet.pod_sync import PodSyncer
+
+log = logging.getLogger(__name__)
+
+UID_INDEX = "uid"
+_REMEMBER_DELETED = 2048
+
+
+class PodWorkers:
+    def __init__(self, informer: Informer, syncer: PodSyncer, node_name: str, workers: int = 16):
+        self.informer = informer
+        self.syncer = syncer
+        self.node_name = node_name
+        self.workers = workers
+        self.queue = WorkQueue(MaxOfRateLimiter(ItemExponentialFailureRateLimiter(0.2, 30.0),
+                                                BucketRateLimiter(qps=50.0, burst=200)), name="pods")
+        # The last state of pods deleted from the API server (for their grace period).
+        self._deleted: OrderedDict[str, Message] = OrderedDict()
+        informer.store.add_index(UID_INDEX, lambda pod: [pod.metadata.uid])
+        informer.add_handler(on_add=self._on_pod, on_update=lambda old, new: self._on_pod(new),
+                             on_delete=self._on_pod_deleted)
+
+    def enqueue(self, uid: str) -> None:
+        if uid:
+            self.queue.add(uid)
+
+    def pod(self, uid: str) -> Message | None:
+        """The cached pod with this UID, or None."""
+        pods = self.informer.store.by_index(UID_INDEX, uid)
+        return pods[0] if pods else None
+
+    def known(self, uid: str) -> bool:
+        return bool(self.informer.store.index_keys(UID_INDEX, uid))
+
+    def _on_pod(self, pod: Message) -> None:
+        self.enqueue(pod.metadata.uid)
+
+    def _on_pod_deleted(self, pod: Message) -> None:
+        self._deleted[pod.metadata.uid] = pod
+        while len(self._deleted) > _REMEMBER_DELETED:
+            self._deleted.popitem(last=False)
+        self.enqueue(pod.metadata.uid)
+
+    async def reconcile(self, uid: str) -> float | None:
+        pod = self.pod(uid)
+        if pod is None or pod.spec.node_name != self.node_name:
+            last = self._deleted.pop(uid, None) or pod
+            if await self.syncer.cleanup(uid, last):
+                log.info("cleaned up pod %s (uid %s), gone from the API server",
+                         f"{last.metadata.namespace}/{last.metadata.name}" if last is not None else "?", uid)
+            return None
+        if pod.metadata.HasField("deletion_timestamp"):
+            await self.syncer.terminate(pod)
+            log.info("pod %s/%s terminated", pod.metadata.namespace, pod.metadata.name)
+            return None
+        return await self.syncer.sync(pod)
+
+    async def run(self) -> None:
+        """Run the workers until cancelled (the informer must have synced)."""
+        await run_workers(self.queue, self.reconcile, self.workers)
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
