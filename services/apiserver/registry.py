@@ -406,14 +406,20 @@ class Registry:
         # controller updating status) sends back the version we last saw;
         # then that copy is the old object and etcd's compare in the write
         # is the only round trip. Any other case reads etcd first.
-        recent = self._recent.get(key) if expected else None
+        recent = self._recent.get(key)
         while True:
-            if recent is not None and str(recent[0]) == expected:
+            # Without a resourceVersion the remembered copy is only a guess at
+            # the latest; etcd's compare in the write checks it, and a wrong
+            # guess costs one retry with a real read.
+            guessed = recent is not None and (not expected or str(recent[0]) == expected)
+            if guessed:
                 revision, old = recent
                 old = copy(old)
             else:
                 old, revision = await self._read(kind, namespace, name)
             recent = None
+            if guessed and obj.metadata.uid and obj.metadata.uid != old.metadata.uid:
+                continue  # the remembered copy may be stale: decide on a real read
             if expected and expected != str(revision):
                 raise conflict(kind, name)
             if obj.metadata.uid and obj.metadata.uid != old.metadata.uid:
@@ -428,6 +434,8 @@ class Registry:
             if kind.has_spec and not status_only and new.spec != old.spec:
                 new.metadata.generation = old.metadata.generation + 1
             if new == old:
+                if guessed and not expected:
+                    continue  # "no change" must be judged against etcd, not a guess
                 return old  # nothing changed: no write, same resourceVersion
             if dry_run:
                 return new
@@ -687,8 +695,18 @@ class Registry:
         namespace = namespace or "default"
         if not node_name:
             raise invalid(kind, name, [FieldError.required("target.name", "the node to bind to")])
+        key = self._key(kind, namespace, name)
+        recent = self._recent.get(key)  # a guess, checked by the write's compare
         while True:
-            pod, revision = await self._read(kind, namespace, name)
+            guessed = recent is not None
+            if guessed:
+                revision, pod = recent
+                pod, recent = copy(pod), None
+            else:
+                pod, revision = await self._read(kind, namespace, name)
+            if guessed and ((uid and uid != pod.metadata.uid)
+                            or (resource_version and resource_version != str(revision))):
+                continue  # the remembered copy may be stale: decide on a real read
             if uid and uid != pod.metadata.uid:
                 raise conflict(kind, name, f"Precondition failed: UID in precondition: {uid}, "
                                            f"UID in object meta: {pod.metadata.uid}")
@@ -711,6 +729,7 @@ class Registry:
             except KeyNotFoundError:
                 raise not_found(kind, name) from None
             pod.metadata.resource_version = str(rev)
+            self._remember(key, rev, copy(pod))
             return pod
 
     # ------------------------------------------------------------ watching
