@@ -64,10 +64,10 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 def _error(e: grpc.RpcError, what: str) -> CliError:
     code = e.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(f"{what}: the runtime service is not answering: {e.details()}")
     if code == grpc.StatusCode.PERMISSION_DENIED or "Permission denied" in (e.details() or ""):
         return CliError(f"{what}: permission denied on the runtime socket (run as root)")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"{what}: the runtime service is not answering: {e.details()}")
     return CliError(f"{what}: {e.details()}")
 
 

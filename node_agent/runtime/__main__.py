@@ -13,6 +13,7 @@ import logging
 import signal
 from pathlib import Path
 
+from node_agent.runtime.network import CniServiceNetwork, LoopbackNetwork
 from node_agent.runtime.runtime import Runtime
 from node_agent.runtime.server import serve
 
@@ -31,13 +32,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--conmon", default="conmon", help="conmon binary")
     p.add_argument("--insecure-registry", action="append", default=[],
                    help="registry host[:port] reached over plain HTTP (loopback ones always are)")
+    p.add_argument("--network-endpoint", default="",
+                   help="kubeling network service socket (unix:///run/kubeling/network.sock); "
+                        "without it pods get loopback only")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> None:
+    network = CniServiceNetwork(args.network_endpoint) if args.network_endpoint else LoopbackNetwork()
     runtime = Runtime(args.state_dir, runc_binary=args.runc, conmon_binary=args.conmon,
-                      cgroup_root=args.cgroup_root, insecure_registries=tuple(args.insecure_registry))
+                      cgroup_root=args.cgroup_root, network=network,
+                      insecure_registries=tuple(args.insecure_registry))
     server = await serve(runtime, args.listen)
     logging.info("kubeling runtime serving CRI on %s, state in %s", args.listen, args.state_dir)
     stop = asyncio.Event()

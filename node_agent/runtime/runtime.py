@@ -36,9 +36,9 @@ from pathlib import Path
 from kubeling.cri.v1 import api_pb2
 from node_agent.runtime import linux, oci_spec
 from node_agent.runtime.errors import (AlreadyExists, DeadlineExceeded, FailedPrecondition,
-                                       Internal, InvalidArgument, NotFound)
+                                       Internal, InvalidArgument, NotFound, Unavailable)
 from node_agent.runtime.images import ImageStore
-from node_agent.runtime.network import LoopbackNetwork, PodNetwork
+from node_agent.runtime.network import LoopbackNetwork, NetworkSetupError, PodNetwork
 from node_agent.runtime.oci_runtime import (Runc, launch_conmon, pid_alive, wait_pid_gone,
                                             SIGNALS)
 from node_agent.runtime.state_files import read_json, write_json
@@ -298,11 +298,14 @@ class Runtime:
                         linux.set_netns_sysctl(Path(s.netns), key, value)
                     except ValueError as e:
                         raise InvalidArgument(f"config.linux.sysctls: {e}") from None
-                result = self.network.setup(sid, s.netns, md.namespace, md.name, md.uid,
-                                            [{"protocol": api_pb2.Protocol.Name(p.protocol),
-                                              "container_port": p.container_port,
-                                              "host_port": p.host_port, "host_ip": p.host_ip}
-                                             for p in config.port_mappings])
+                try:
+                    result = self.network.setup(sid, s.netns, md.namespace, md.name, md.uid,
+                                                [{"protocol": api_pb2.Protocol.Name(p.protocol),
+                                                  "container_port": p.container_port,
+                                                  "host_port": p.host_port, "host_ip": p.host_ip}
+                                                 for p in config.port_mappings])
+                except NetworkSetupError as e:
+                    raise Unavailable(str(e)) from None
                 s.ip, s.additional_ips = result.ip, list(result.additional_ips)
                 self._write_pod_files(files, hostname, s.ip, config.dns_config)
                 self._save_sandbox(s)
@@ -346,7 +349,11 @@ class Runtime:
             self.stop_container(c.id, 0)
         with self._object_lock(s.id):
             if s.state == "ready" or linux.mounts_under(Path(s.netns)):
-                self.network.teardown(s.id, s.netns)
+                try:
+                    self.network.teardown(s.id, s.netns)
+                except NetworkSetupError as e:
+                    # The sandbox stays ready so that a retried stop tears the network down.
+                    raise Unavailable(str(e)) from None
                 linux.remove_netns(Path(s.netns))
                 s.state = "notready"
                 self._save_sandbox(s)

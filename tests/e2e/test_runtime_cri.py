@@ -51,8 +51,9 @@ def test_images(tmp_path_factory):
 class RuntimeProcess:
     """The runtime service as a child process, and stubs for its socket."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, extra_args: tuple[str, ...] = ()):
         self.base = base
+        self.extra_args = list(extra_args)
         self.state_dir = base / "state"
         self.socket = base / "rt.sock"
         self.cgroup_root = f"/kubeling-test-{uuid.uuid4().hex[:8]}"
@@ -63,7 +64,7 @@ class RuntimeProcess:
         log = open(self.base / "runtime.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node_agent.runtime", "--listen", f"unix://{self.socket}",
-             "--state-dir", str(self.state_dir), "--cgroup-root", self.cgroup_root],
+             "--state-dir", str(self.state_dir), "--cgroup-root", self.cgroup_root, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
         log.close()
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
@@ -207,9 +208,15 @@ def image_store_template(tmp_path_factory, test_images):
 
 
 @pytest.fixture
-def cri(tmp_path, image_store_template):
+def runtime_args():
+    """Extra command-line flags for the runtime service; tests override this fixture."""
+    return ()
+
+
+@pytest.fixture
+def cri(tmp_path, image_store_template, runtime_args):
     """A running runtime service in a fresh state dir, with the test images present."""
-    service = RuntimeProcess(tmp_path)
+    service = RuntimeProcess(tmp_path, runtime_args)
     try:
         shutil.copytree(image_store_template, service.state_dir / "images", symlinks=True)
         service.start()
@@ -544,6 +551,25 @@ def test_bad_sandbox_and_container_requests(cri):
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_pods_started_in_parallel_all_run(cri):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def pod(i: int) -> str:
+        sid, sc = cri.sandbox(f"par-{i}")
+        return cri.container(sid, sc, "c", ["sh", "-c", f"echo pod-{i}; sleep 100"])
+
+    with ThreadPoolExecutor(6) as pool:
+        cids = list(pool.map(pod, range(6)))
+    for i, cid in enumerate(cids):
+        cri.wait_log(cid, f"pod-{i}")
+        assert cri.status(cid).status.state == pb.CONTAINER_RUNNING
+    sandboxes = [s.id for s in cri.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda sid: cri.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid)),
+                      sandboxes))
+    assert cri.rt.ListContainers(pb.ListContainersRequest()).containers == []
+
+
 # -- images -----------------------------------------------------------------------------
 
 
@@ -733,3 +759,81 @@ def test_a_create_interrupted_by_a_crash_is_undone_at_startup(cri):
     assert not (cri.state_dir / "containers" / c).exists()
     assert not linux.mounts_under(cri.state_dir / "containers")
     assert conmon_pids(cri.state_dir) == []
+
+
+# -- the network hand-off ---------------------------------------------------------------------
+
+
+from kubeling.cni.v1 import cni_pb2_grpc  # noqa: E402
+
+
+class FakeNetworkService(cni_pb2_grpc.NetworkServicer):
+    """A kubeling.cni.v1.Network server that records calls and hands out one address."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str, str, bool]] = []
+
+    def Add(self, request, context):
+        from kubeling.cni.v1 import cni_pb2
+        self.calls.append(("add", request.container_id, request.netns, os.path.exists(request.netns)))
+        if request.args.name == "no-net":
+            return cni_pb2.AddResponse(error=cni_pb2.Error(code=11, msg="pod CIDR exhausted"))
+        return cni_pb2.AddResponse(result=cni_pb2.Result(
+            cni_version="1.0.0", ips=[cni_pb2.IPConfig(address="10.244.0.5/24", gateway="10.244.0.1"),
+                                      cni_pb2.IPConfig(address="fd00::5/64")]))
+
+    def Del(self, request, context):
+        from kubeling.cni.v1 import cni_pb2
+        self.calls.append(("del", request.container_id, request.netns, os.path.exists(request.netns)))
+        return cni_pb2.DelResponse()
+
+    def Status(self, request, context):
+        from kubeling.cni.v1 import cni_pb2
+        return cni_pb2.StatusResponse(pod_cidr="10.244.0.0/24")
+
+
+@pytest.fixture
+def fake_network(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = FakeNetworkService()
+    server = grpc.server(ThreadPoolExecutor(4))
+    cni_pb2_grpc.add_NetworkServicer_to_server(service, server)
+    service.socket = tmp_path / "net.sock"
+    server.add_insecure_port(f"unix://{service.socket}")
+    server.start()
+    yield service
+    server.stop(0)
+
+
+class TestNetworkService:
+    """The runtime started with --network-endpoint pointing at a fake network service."""
+
+    @pytest.fixture
+    def runtime_args(self, fake_network):
+        return ("--network-endpoint", f"unix://{fake_network.socket}")
+
+    def test_sandboxes_hand_their_namespace_to_the_network_service(self, cri, fake_network):
+        _network_hand_off(cri, fake_network)
+
+
+def _network_hand_off(cri, fake_network):
+    sid, sc = cri.sandbox("netpod")
+    status = cri.rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=True))
+    assert status.status.network.ip == "10.244.0.5"
+    assert [i.ip for i in status.status.network.additional_ips] == ["fd00::5"]
+    netns = status.info["netns"]
+    assert fake_network.calls == [("add", sid, netns, True)]
+    c = cri.container(sid, sc, "c", ["cat", "/etc/hosts"])
+    assert "10.244.0.5\tnetpod" in cri.wait_log(c, "netpod")
+    cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    # Del comes while the namespace still exists, so the service can clean inside it.
+    assert fake_network.calls[-1] == ("del", sid, netns, True)
+    assert not os.path.exists(netns)
+    # A failed Add leaves no sandbox and no namespace behind.
+    with pytest.raises(grpc.RpcError) as e:
+        cri.sandbox("no-net")
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "pod CIDR exhausted" in e.value.details()
+    assert [s.id for s in cri.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items] == [sid]
+    assert not list((cri.state_dir / "netns").iterdir())
