@@ -313,6 +313,24 @@ def test_logs_are_in_cri_format_with_exit_codes_and_reasons(cri):
     assert [m.group(4) for m in parsed].count("logs") == 2  # hostname and /etc/hostname
 
 
+def test_containers_are_hardened_by_default(cri):
+    sid, sc = cri.sandbox("hard")
+    c = cri.container(sid, sc, "c", ["sleep", "100"])
+    r = cri.rt.ExecSync(pb.ExecSyncRequest(container_id=c, cmd=["cat", "/proc/self/status"], timeout=5))
+    status = dict(line.split(":\t", 1) for line in r.stdout.decode().splitlines() if ":\t" in line)
+    assert status["Seccomp"].strip() == "2"  # filter mode
+    assert status["NoNewPrivs"].strip() == "1"
+    # runc's default set: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE.
+    assert int(status["CapEff"], 16) == (1 << 29) | (1 << 5) | (1 << 10)
+    r = cri.rt.ExecSync(pb.ExecSyncRequest(container_id=c, cmd=["cat", "/proc/kcore"], timeout=5))
+    assert r.exit_code != 0 or r.stdout == b""
+    r = cri.rt.ExecSync(pb.ExecSyncRequest(container_id=c, timeout=5,
+                                           cmd=["sh", "-c", "echo 1 > /proc/sys/kernel/panic"]))
+    assert r.exit_code != 0  # /proc/sys is read-only
+    r = cri.rt.ExecSync(pb.ExecSyncRequest(container_id=c, cmd=["cat", "/proc/1/cmdline"], timeout=5))
+    assert r.stdout == b"sleep\x00100\x00"  # its own PID namespace
+
+
 def test_http_image_answers_its_hostname_and_healthz(cri):
     sid, sc = cri.sandbox("web-1")
     web = cri.container(sid, sc, "web", image=HTTP)
