@@ -557,6 +557,7 @@ class Runtime:
                 linux.unmount(point)
         shutil.rmtree(bundle, ignore_errors=True)
         (self.exit_dir / c.id).unlink(missing_ok=True)
+        (self.socket_dir / c.id).unlink(missing_ok=True)  # conmon's link to the bundle
         linux.remove_cgroup(c.cgroup_path)
         (self.container_dir / f"{c.id}.json").unlink(missing_ok=True)
 

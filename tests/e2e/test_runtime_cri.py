@@ -166,6 +166,10 @@ class RuntimeProcess:
             if d.exists():
                 found += [f"cgroup {sub}" for sub in d.iterdir() if sub.is_dir()]
         found += [f"conmon process {pid}" for pid in conmon_pids(self.state_dir)]
+        for sub in ("containers", "sandboxes", "exits", "attach", "logs"):
+            d = self.state_dir / sub
+            if d.exists():
+                found += [f"file {p}" for p in d.iterdir()]
         return found
 
     def force_clean(self) -> None:
