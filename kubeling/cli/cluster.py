@@ -17,8 +17,8 @@ Nodes (`up --nodes N`, default 2): each node `node-i` is a network namespace
 `kubeling-lan` in the host namespace (10.250.0.1) that plays the LAN. The
 control plane stays in the host namespace and serves on 10.250.0.1, so the
 nodes reach it over the LAN and the client uses the same address. Each node
-runs `NODE_COMPONENTS` inside its namespace (the runtime, the network
-service, the node agent, the proxy), with state under
+runs `node_components(i)` inside its namespace (the network service, the
+runtime, which hands it each pod sandbox, the node agent, the proxy), with state under
 `<state>/nodes/node-i/` and cgroups under /kubeling/node-i; the test images
 from deploy/images/ are imported into every node's runtime. `down` stops the
 node agents, removes every pod through each node's runtime, stops the rest,
@@ -476,7 +476,8 @@ def _runtime_command(index: int) -> Callable[[Context], list[str]]:
     def command(ctx: Context) -> list[str]:
         node = _node(ctx, index)
         return _in_node(node, ctx, "-m", "node_agent.runtime", "--listen", node.runtime_endpoint,
-                        "--state-dir", str(node.runtime_dir), "--cgroup-root", node.cgroup_root)
+                        "--state-dir", str(node.runtime_dir), "--cgroup-root", node.cgroup_root,
+                        "--network-endpoint", node.network_endpoint)
     return command
 
 
@@ -646,9 +647,9 @@ def node_components(index: int) -> list[Component]:
 
     name = f"node-{index}"
     return [
-        Component(f"runtime-{name}", command=_runtime_command(index), ready=_wait_runtime(index),
-                  attempts=1),
         Component(f"network-{name}", command=_network_command(index), ready=_wait_network(index),
+                  attempts=1),
+        Component(f"runtime-{name}", command=_runtime_command(index), ready=_wait_runtime(index),
                   attempts=1),
         Component(f"kubelet-{name}", command=_kubelet_command(index), ready=_wait_node_ready(index),
                   attempts=1, describe=describe),

@@ -181,7 +181,8 @@ def test_two_nodes_run_pods_serve_logs_and_exec_and_down_leaves_nothing(local):
     a, b = by_node["node-1"][0], by_node["node-2"][0]
     exec_ = local("exec", a["metadata"]["name"], "--", "hostname")
     assert exec_.stdout == a["metadata"]["name"] + "\n"
-    across = local("exec", a["metadata"]["name"], "--", "wget", "-qO-", "-T", "5",
+    # (busybox wget -T crashes, on any machine: bound it with timeout instead)
+    across = local("exec", a["metadata"]["name"], "--", "timeout", "10", "wget", "-qO-",
                    f"http://{b['status']['podIP']}:8080/")
     assert across.stdout.strip() == b["metadata"]["name"]
     failed = local("exec", a["metadata"]["name"], "--", "sh", "-c", "exit 7", ok=False)
