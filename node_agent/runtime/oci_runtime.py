@@ -112,7 +112,7 @@ def launch_conmon(*, conmon: str, runc: Runc, cid: str, name: str, bundle: Path,
     try:
         proc = subprocess.Popen(args, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                                start_new_session=True, cwd=bundle)  # conmon drops its "oom" file in its cwd
     except OSError as e:
         os.close(r)
         os.close(w)

@@ -214,7 +214,8 @@ class Runtime:
         # File times are coarser than the clock; never report an exit before the start.
         c.finished_at = max(finished, c.started_at)
         c.state = EXITED
-        oom = (self._bundle(c.id) / "conmon" / "oom").exists() or \
+        bundle = self._bundle(c.id)
+        oom = (bundle / "conmon" / "oom").exists() or (bundle / "oom").exists() or \
             linux.cgroup_stats(c.cgroup_path).get("oom_kills", 0) > 0
         if oom:
             c.reason = REASON_OOM
