@@ -278,7 +278,8 @@ def test_version_status_and_unimplemented_rpcs(cri):
 
 def test_two_containers_reach_each_other_over_the_pod_loopback(cri):
     sid, sc = cri.sandbox("talk")
-    server = cri.container(sid, sc, "server", ["sh", "-c", "nc -l -p 9000; echo server-done"])
+    # nc's stdin stays open (the sleep) so it reads the network instead of quitting at stdin's EOF.
+    server = cri.container(sid, sc, "server", ["sh", "-c", "sleep 3 | nc -l -p 9000; echo server-done"])
     time.sleep(0.3)
     client = cri.container(sid, sc, "client",
                            ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo hello-from-client | "
