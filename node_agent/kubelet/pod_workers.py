@@ -26,6 +26,7 @@ from collections import OrderedDict
 from google.protobuf.message import Message
 
 from kubeling.client.informer import Informer
+from kubeling.objects import copy
 from kubeling.client.workqueue import (BucketRateLimiter, ItemExponentialFailureRateLimiter,
                                        MaxOfRateLimiter, WorkQueue, run_workers)
 from node_agent.kubelet.pod_sync import PodSyncer
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 UID_INDEX = "uid"
 _REMEMBER_DELETED = 2048
+
+
+def _without_status(pod: Message) -> Message:
+    bare = copy(pod)
+    bare.ClearField("status")
+    bare.metadata.resource_version = ""
+    return bare
 
 
 class PodWorkers:
@@ -47,7 +55,7 @@ class PodWorkers:
         # The last state of pods deleted from the API server (for their grace period).
         self._deleted: OrderedDict[str, Message] = OrderedDict()
         informer.store.add_index(UID_INDEX, lambda pod: [pod.metadata.uid])
-        informer.add_handler(on_add=self._on_pod, on_update=lambda old, new: self._on_pod(new),
+        informer.add_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                              on_delete=self._on_pod_deleted)
 
     def enqueue(self, uid: str) -> None:
@@ -64,6 +72,14 @@ class PodWorkers:
 
     def _on_pod(self, pod: Message) -> None:
         self.enqueue(pod.metadata.uid)
+
+    def _on_pod_update(self, old: Message, new: Message) -> None:
+        # A change of status alone is (nearly always) our own write coming
+        # back; as Kubernetes' kubelet, do not sync for it. Periodic syncs
+        # correct what others may have written there.
+        if old is not new and _without_status(old) == _without_status(new):
+            return
+        self.enqueue(new.metadata.uid)
 
     def _on_pod_deleted(self, pod: Message) -> None:
         self._deleted[pod.metadata.uid] = pod

@@ -146,6 +146,11 @@ async def _connect(host: str, port: int, netns: str | None, timeout: float) -> s
     return sock
 
 
+def _os_error(e: OSError) -> str:
+    """"connection refused", as Go words it."""
+    return os.strerror(e.errno).lower() if e.errno else str(e)
+
+
 def resolve_port(port_value: Message, container: Message) -> int:
     """A probe's port: a number, or the name of one of the container's ports."""
     if port_value.HasField("number_value"):
@@ -169,7 +174,7 @@ async def http_get(host: str, port: int, path: str, scheme: str, headers: list[t
     except asyncio.TimeoutError:
         return FAILURE, f'Get "{target}": dial tcp {host}:{port}: i/o timeout'
     except OSError as e:
-        return FAILURE, f'Get "{target}": dial tcp {host}:{port}: connect: {e.strerror or e}'
+        return FAILURE, f'Get "{target}": dial tcp {host}:{port}: connect: {_os_error(e)}'
     writer = None
     try:
         ctx = None
@@ -225,7 +230,7 @@ async def tcp_check(host: str, port: int, netns: str | None, timeout: float) -> 
     except asyncio.TimeoutError:
         return FAILURE, f"dial tcp {host}:{port}: i/o timeout"
     except OSError as e:
-        return FAILURE, f"dial tcp {host}:{port}: connect: {e.strerror or e}"
+        return FAILURE, f"dial tcp {host}:{port}: connect: {_os_error(e)}"
     sock.close()
     return SUCCESS, ""
 

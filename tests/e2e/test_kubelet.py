@@ -101,10 +101,17 @@ class Env:
         return await self.client.get("pods", name, self.ns)
 
     async def wait(self, name: str, predicate, timeout: float = 30, what: str = ""):
+        seen = []
+
         async def check():
             pod = await self.get(name)
+            seen[:] = [pod]
             return pod if predicate(pod) else None
-        return await eventually(check, timeout, what=what or f"pod {name}")
+        try:
+            return await eventually(check, timeout, what=what or f"pod {name}")
+        except AssertionError as e:
+            status = seen[0].status if seen else None
+            raise AssertionError(f"{e}\npod status: {status}\nevents: {await self.events(name)}") from None
 
     async def running(self, name: str, timeout: float = 30):
         return await self.wait(name, lambda p: p.status.phase == "Running" and all(
@@ -240,3 +247,359 @@ async def test_two_containers_share_localhost_and_an_empty_dir(env):
     reasons = [r for r, _ in await env.events("pair")]
     for reason in ("Pulled", "Created", "Started"):
         assert reason in reasons
+
+
+async def test_env_and_volumes_from_config_maps_and_secrets(env):
+    cm = from_dict({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                    "data": {"COLOR": "blue", "size": "10"}})
+    secret = from_dict({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                        "stringData": {"password": "s3cret", "token": "t0k", "1bad": "skipped"}})
+    await env.create(cm)
+    await env.create(secret)
+    script = "env | sort > /out/env; exec sleep 3600"
+    container = shell("app", script, env=[
+        {"name": "GREETING", "value": "hello $(CM_COLOR) world $$(CM_COLOR) $(UNDEFINED)"},
+        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "size"}}},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "MISSING_OK", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "nope",
+                                                                  "optional": True}}},
+    ], envFrom=[{"configMapRef": {"name": "settings"}, "prefix": "CM_"}, {"secretRef": {"name": "creds"}}],
+        volumeMounts=[{"name": "out", "mountPath": "/out"}, {"name": "cfg", "mountPath": "/etc/cfg"},
+                      {"name": "sec", "mountPath": "/etc/sec"}])
+    await env.run("envy", [container], volumes=[
+        {"name": "out", "emptyDir": {}},
+        {"name": "cfg", "configMap": {"name": "settings", "items": [{"key": "COLOR", "path": "sub/color"}]}},
+        {"name": "sec", "secret": {"secretName": "creds"}}])
+    pod = await env.running("envy")
+    env_file = env.volume_dir(pod, "out") / "env"
+    text = await eventually(lambda: asyncio.sleep(0, env_file.exists() and env_file.read_text()), 15,
+                            what="the container's environment")
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert values["GREETING"] == "hello blue world $(CM_COLOR) $(UNDEFINED)"
+    assert values["FROM_CM"] == "10"
+    assert values["FROM_SECRET"] == "s3cret"
+    assert (values["POD_NAME"], values["POD_NS"], values["NODE"]) == ("envy", env.ns, env.node.name)
+    assert values["POD_IP"] == pod.status.pod_ip
+    assert (values["CM_COLOR"], values["CM_size"], values["password"], values["token"]) == \
+        ("blue", "10", "s3cret", "t0k")
+    assert "MISSING_OK" not in values and "1bad" not in values
+
+    # Volumes: keys as files (items at their paths), secrets 0400, read-only.
+    cid = env.container_id(pod, "app")
+    assert env.node.exec(cid, "cat", "/etc/cfg/sub/color").stdout == b"blue"
+    assert env.node.exec(cid, "cat", "/etc/sec/password").stdout == b"s3cret"
+    mode = env.node.exec(cid, "stat", "-L", "-c", "%a", "/etc/sec/token").stdout.decode().strip()
+    assert mode == "400"
+    assert env.node.exec(cid, "sh", "-c", "echo x > /etc/sec/new").exit_code != 0
+    sec_dir = env.volume_dir(pod, "sec")
+    assert stat.S_IMODE(os.stat(sec_dir.parents[2]).st_mode) == 0o700  # the pod's directory
+
+    # An update of the ConfigMap reaches the running container's files.
+    cm = await env.client.get("configmaps", "settings", env.ns)
+    cm.data["COLOR"] = "green"
+    await env.client.update(cm)
+
+    async def updated():
+        return env.node.exec(cid, "cat", "/etc/cfg/sub/color").stdout == b"green"
+    await eventually(updated, 15, what="the configMap volume to follow the update")
+
+
+async def test_a_missing_key_is_a_config_error_until_it_exists(env):
+    await env.create(from_dict({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "partial"},
+                                "data": {"present": "1"}}))
+    container = shell("app", "exec sleep 3600", env=[
+        {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "partial", "key": "absent"}}}])
+    await env.run("keyless", [container])
+    pod = await env.wait("keyless", lambda p: cstatus(p, "app") is not None and
+                         cstatus(p, "app").state.waiting.reason == "CreateContainerConfigError",
+                         what="CreateContainerConfigError")
+    assert "absent" in cstatus(pod, "app").state.waiting.message
+    assert pod.status.phase == "Pending"
+    assert any(r == "Failed" and "absent" in m for r, m in await env.events("keyless"))
+    cm = await env.client.get("configmaps", "partial", env.ns)
+    cm.data["absent"] = "now-here"
+    await env.client.update(cm)
+    await env.running("keyless", 20)
+
+
+# -- probes -------------------------------------------------------------------------------
+
+
+async def test_a_failing_liveness_probe_restarts_the_container_once_per_failure(env):
+    # The first run turns unhealthy after 2 s; its replacement stays healthy.
+    script = ("touch /tmp/healthy; if [ ! -f /state/ran ]; then touch /state/ran; sleep 2; rm /tmp/healthy; fi; "
+              "exec sleep 3600")
+    container = shell("app", script, volumeMounts=[{"name": "state", "mountPath": "/state"}],
+                      livenessProbe={"exec": {"command": ["cat", "/tmp/healthy"]},
+                                     "periodSeconds": 1, "failureThreshold": 2})
+    await env.run("lively", [container], volumes=[{"name": "state", "emptyDir": {}}],
+                  terminationGracePeriodSeconds=1)
+    first = await env.running("lively")
+    first_id = env.container_id(first, "app")
+    pod = await env.wait("lively", lambda p: cstatus(p, "app").restart_count == 1 and
+                         cstatus(p, "app").state.HasField("running"), 30, "one restart")
+    cs = cstatus(pod, "app")
+    assert env.container_id(pod, "app") != first_id
+    assert cs.last_state.terminated.exit_code == 137  # SIGKILL after the grace period (sleep ignores TERM)
+    assert cs.last_state.terminated.container_id.endswith(first_id)
+    # The healthy replacement is left alone.
+    await asyncio.sleep(4)
+    pod = await env.get("lively")
+    assert cstatus(pod, "app").restart_count == 1 and cstatus(pod, "app").state.HasField("running")
+    events = await env.events("lively")
+    assert any(r == "Unhealthy" and m.startswith("Liveness probe failed") for r, m in events)
+    assert any(r == "Killing" and "failed liveness probe, will be restarted" in m for r, m in events)
+
+
+async def test_a_readiness_probe_toggles_the_pods_ready_condition(env):
+    container = {"name": "web", "image": HTTP,
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1,
+                                    "failureThreshold": 1},
+                 "ports": [{"name": "http", "containerPort": 8080}]}
+    await env.run("ready", [container])
+    pod = await env.running("ready")
+    await asyncio.sleep(2)
+    pod = await env.get("ready")
+    assert condition(pod, "Ready") == "False" and not cstatus(pod, "web").ready
+    reason = next(c for c in pod.status.conditions if c.type == "Ready").reason
+    assert reason == "ContainersNotReady"
+    cid = env.container_id(pod, "web")
+    env.node.exec(cid, "touch", "/www/ready")
+    pod = await env.wait("ready", lambda p: condition(p, "Ready") == "True", 10, "Ready")
+    assert cstatus(pod, "web").ready and condition(pod, "ContainersReady") == "True"
+    env.node.exec(cid, "rm", "/www/ready")
+    await env.wait("ready", lambda p: condition(p, "Ready") == "False", 10, "not Ready again")
+    pod = await env.get("ready")
+    assert cstatus(pod, "web").restart_count == 0  # readiness never restarts
+    assert any(r == "Unhealthy" and "Readiness probe failed: HTTP probe failed with statuscode: 404" in m
+               for r, m in await env.events("ready"))
+
+
+async def test_a_startup_probe_holds_liveness_until_it_passes(env):
+    # Liveness would fail at once, but only runs after startup passes (when /tmp/up exists).
+    container = shell("app", "sleep 3; touch /tmp/up; exec sleep 3600",
+                      startupProbe={"exec": {"command": ["cat", "/tmp/up"]}, "periodSeconds": 1,
+                                    "failureThreshold": 30},
+                      livenessProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1})
+    await env.run("slow", [container], terminationGracePeriodSeconds=1)
+    pod = await env.running("slow")
+    assert not cstatus(pod, "app").started
+    await asyncio.sleep(2)
+    pod = await env.get("slow")
+    assert cstatus(pod, "app").restart_count == 0 and not cstatus(pod, "app").started
+    # Once started, the (closed-port) liveness probe kills it.
+    pod = await env.wait("slow", lambda p: cstatus(p, "app").restart_count >= 1, 20, "a liveness restart")
+    events = await env.events("slow")
+    assert any(r == "Unhealthy" and "Liveness probe failed: dial tcp" in m and "refused" in m
+               for r, m in events), events
+
+
+# -- restarts ------------------------------------------------------------------------------
+
+
+async def test_crash_loop_back_off_delays_grow(env):
+    await env.run("crashy", [shell("app", "echo crashing; exit 1")])
+    starts: dict[int, float] = {}
+    reasons = set()
+    deadline = time.monotonic() + 40
+    while len(starts) < 5 and time.monotonic() < deadline:
+        pod = await env.get("crashy")
+        cs = cstatus(pod, "app")
+        if cs is not None and cs.container_id:
+            starts.setdefault(cs.restart_count, time.monotonic())
+            if cs.state.HasField("waiting"):
+                reasons.add(cs.state.waiting.reason)
+                if cs.state.waiting.reason == "CrashLoopBackOff":
+                    assert "back-off" in cs.state.waiting.message
+                    assert cs.last_state.terminated.exit_code == 1
+        await asyncio.sleep(0.1)
+    assert len(starts) >= 5, f"restarts seen: {sorted(starts)}"
+    gaps = [starts[i + 1] - starts[i] for i in range(4)]
+    # Backoff 2 s doubling (this node's flags): the wait before each restart grows.
+    assert gaps[1] >= 1.5 and gaps[2] > gaps[1] + 1 and gaps[3] > gaps[2] + 2, gaps
+    assert "CrashLoopBackOff" in reasons
+    pod = await env.get("crashy")
+    assert pod.status.phase == "Running"  # restartPolicy Always: restarting, not failed
+    assert any(r == "BackOff" and "Back-off restarting failed container app" in m
+               for r, m in await env.events("crashy"))
+    # Only the newest and the previous container are kept (for logs --previous).
+    assert len(env.node.containers(**{"io.kubernetes.pod.uid": pod.metadata.uid})) <= 2
+
+
+@pytest.mark.parametrize("policy, script, phase, restarts, exit_code", [
+    ("Never", "exit 0", "Succeeded", 0, 0),
+    ("Never", "exit 3", "Failed", 0, 3),
+    ("OnFailure", "if [ -f /state/ran ]; then exit 0; fi; touch /state/ran; exit 7", "Succeeded", 1, 0),
+], ids=["never-succeeds", "never-fails", "on-failure-retries-then-succeeds"])
+async def test_restart_policy_decides_the_phase(env, policy, script, phase, restarts, exit_code):
+    await env.run("once", [shell("app", script, volumeMounts=[{"name": "state", "mountPath": "/state"}])],
+                  restartPolicy=policy, volumes=[{"name": "state", "emptyDir": {}}])
+    pod = await env.wait("once", lambda p: p.status.phase in ("Succeeded", "Failed"), 30, "a final phase")
+    assert pod.status.phase == phase
+    cs = cstatus(pod, "app")
+    assert cs.restart_count == restarts
+    assert cs.state.terminated.exit_code == exit_code
+    assert cs.state.terminated.reason == ("Completed" if exit_code == 0 else "Error")
+    if restarts:
+        assert cs.last_state.terminated.exit_code == 7
+    assert condition(pod, "Ready") == "False"
+    # A finished pod's sandbox is stopped (its network released); its containers stay for logs.
+    await eventually(lambda: asyncio.sleep(0, all(
+        s.state == cri.SANDBOX_NOTREADY for s in env.node.sandboxes(**{"io.kubernetes.pod.uid": pod.metadata.uid}))),
+        10, what="the sandbox stopped")
+    assert env.node.containers(**{"io.kubernetes.pod.uid": pod.metadata.uid})
+    await asyncio.sleep(1.5)
+    assert (await env.get("once")).status.phase == phase  # and it stays so
+
+
+# -- termination ---------------------------------------------------------------------------
+
+
+async def test_graceful_termination_is_honoured_and_enforced(env, tmp_path):
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    polite = shell("app", "trap 'echo got-term > /host/polite; exit 0' TERM; while true; do sleep 0.1; done",
+                   volumeMounts=[{"name": "host", "mountPath": "/host"}])
+    stubborn = shell("app", "trap 'echo ignored-term > /host/stubborn' TERM; while true; do sleep 0.1; done",
+                     volumeMounts=[{"name": "host", "mountPath": "/host"}])
+    volumes = [{"name": "host", "hostPath": {"path": str(host_dir), "type": "Directory"}}]
+    await env.run("polite", [polite], volumes=volumes, terminationGracePeriodSeconds=30)
+    await env.run("stubborn", [stubborn], volumes=volumes, terminationGracePeriodSeconds=3)
+    polite_pod = await env.running("polite")
+    stubborn_pod = await env.running("stubborn")
+    await asyncio.sleep(0.5)
+
+    async def gone(name):
+        try:
+            await env.get(name)
+            return False
+        except NotFoundError:
+            return True
+
+    started = time.monotonic()
+    await env.client.delete("pods", "polite", env.ns)
+    await env.client.delete("pods", "stubborn", env.ns)
+    terminating = await env.get("stubborn")
+    assert terminating.metadata.HasField("deletion_timestamp")
+    await eventually(lambda: gone("polite"), 10, what="the polite pod to go")
+    polite_time = time.monotonic() - started
+    await eventually(lambda: gone("stubborn"), 20, what="the stubborn pod to go")
+    stubborn_time = time.monotonic() - started
+    assert (host_dir / "polite").read_text().strip() == "got-term"
+    assert (host_dir / "stubborn").read_text().strip() == "ignored-term"  # it did get SIGTERM first
+    assert polite_time < 5, polite_time          # exited on SIGTERM, well within its 30 s
+    assert 3 <= stubborn_time < 12, stubborn_time  # SIGKILLed after its 3 s
+    for pod in (polite_pod, stubborn_pod):
+        uid = pod.metadata.uid
+        assert not env.node.sandboxes(**{"io.kubernetes.pod.uid": uid})
+        assert not env.node.containers(**{"io.kubernetes.pod.uid": uid})
+        assert not (env.node.kubelet_state / "pods" / uid).exists()
+
+
+async def test_a_pod_removed_from_the_api_server_is_cleaned_up_as_an_orphan(env):
+    await env.run("orphan", [shell("app", "exec sleep 3600")])
+    pod = await env.running("orphan")
+    uid = pod.metadata.uid
+    await env.client.delete("pods", "orphan", env.ns, grace_period_seconds=0)  # gone at once
+    await eventually(lambda: asyncio.sleep(0, not env.node.sandboxes(**{"io.kubernetes.pod.uid": uid})
+                                           and not env.node.containers(**{"io.kubernetes.pod.uid": uid})),
+                     15, what="the orphan's sandbox and containers to go")
+
+
+# -- restart safety -------------------------------------------------------------------------
+
+
+async def test_the_node_agent_restarts_without_restarting_any_container(env):
+    containers = [
+        {"name": "web", "image": HTTP, "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080},
+                                                          "periodSeconds": 1}},
+        shell("side", "exec sleep 3600"),
+    ]
+    await env.run("steady", containers)
+    await env.run("crashy", [shell("app", "exit 1")])
+    before = await env.wait("steady", lambda p: condition(p, "Ready") == "True", 20, "Ready")
+    ids = {c.name: c.container_id for c in before.status.container_statuses}
+    crashy = await env.wait("crashy", lambda p: cstatus(p, "app") is not None and
+                            cstatus(p, "app").restart_count >= 1, 20, "a restart")
+
+    env.node.kill_kubelet()
+    await asyncio.sleep(1)
+    env.node.start_kubelet()
+    await asyncio.sleep(4)
+
+    after = await env.get("steady")
+    assert {c.name: c.container_id for c in after.status.container_statuses} == ids
+    assert all(c.restart_count == 0 for c in after.status.container_statuses)
+    assert condition(after, "Ready") == "True"
+    uid = before.metadata.uid
+    assert len(env.node.sandboxes(**{"io.kubernetes.pod.uid": uid})) == 1
+    # The crash-looping pod goes on counting where it was.
+    crashy_after = await env.get("crashy")
+    assert cstatus(crashy_after, "app").restart_count >= cstatus(crashy, "app").restart_count
+    # The agent still serves: a new pod runs.
+    await env.run("fresh", [shell("app", "exec sleep 3600")])
+    await env.running("fresh")
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+async def test_bad_images_commands_and_volumes_show_why_in_status_and_events(env):
+    await env.run("noimage", [{"name": "app", "image": "127.0.0.1:1/kubeling/nope:1"}])
+    await env.run("nocmd", [{"name": "app", "image": SHELL, "command": ["/no/such/binary"]}])
+    await env.run("novolume", [shell("app", "exec sleep 3600",
+                                     volumeMounts=[{"name": "cfg", "mountPath": "/cfg"}])],
+                  volumes=[{"name": "cfg", "configMap": {"name": "does-not-exist"}}])
+
+    def waiting(reason):
+        return lambda p: cstatus(p, "app") is not None and cstatus(p, "app").state.waiting.reason == reason
+    # ErrImagePull after a failed pull, ImagePullBackOff while the next one waits.
+    pod = await env.wait("noimage", lambda p: waiting("ErrImagePull")(p) or waiting("ImagePullBackOff")(p),
+                         30, "ErrImagePull")
+    assert "nope" in cstatus(pod, "app").state.waiting.message
+    await env.wait("noimage", waiting("ImagePullBackOff"), 30, "ImagePullBackOff")
+    events = await env.events("noimage")
+    assert ("Failed", "Error: ErrImagePull") in events
+    assert any(r == "Failed" and m.startswith('Failed to pull image "127.0.0.1:1/kubeling/nope:1"')
+               for r, m in events), events
+    assert any(r == "BackOff" and m.startswith("Back-off pulling image") for r, m in events), events
+
+    def cannot_run(p):
+        cs = cstatus(p, "app")
+        return cs is not None and (cs.state.waiting.reason in ("CreateContainerError", "RunContainerError", "CrashLoopBackOff")
+                                   or cs.last_state.HasField("terminated") or cs.state.HasField("terminated"))
+    pod = await env.wait("nocmd", cannot_run, 30, "a container that cannot run")
+    assert pod.status.phase in ("Pending", "Running")
+    assert any(r in ("Failed", "BackOff") for r, _ in await env.events("nocmd"))
+
+    async def failed_mount():
+        return [m for r, m in await env.events("novolume") if r == "FailedMount"]
+    messages = await eventually(failed_mount, 20, what="a FailedMount event")
+    assert 'configmap "does-not-exist" not found' in messages[0]
+    pod = await env.get("novolume")
+    assert pod.status.phase == "Pending"
+    assert cstatus(pod, "app").state.waiting.reason == "ContainerCreating"
+    # Creating the ConfigMap lets the pod start.
+    await env.create(from_dict({"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "does-not-exist"}, "data": {"k": "v"}}))
+    await env.running("novolume", 20)
+    # None of this upset the node agent.
+    assert env.node.kubelet.running
+
+
+async def test_init_containers_run_in_order_before_the_app(env):
+    init = [shell("first", "echo first >> /work/log"), shell("second", "echo second >> /work/log")]
+    for c in init:
+        c["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
+    app = shell("app", "echo app >> /work/log; exec sleep 3600", volumeMounts=[{"name": "work", "mountPath": "/work"}])
+    await env.run("inits", [app], initContainers=init, volumes=[{"name": "work", "emptyDir": {}}])
+    pod = await env.running("inits")
+    assert condition(pod, "Initialized") == "True"
+    assert [c.state.terminated.reason for c in pod.status.init_container_statuses] == ["Completed", "Completed"]
+    log = env.volume_dir(pod, "work") / "log"
+    await eventually(lambda: asyncio.sleep(0, log.exists() and log.read_text().split() == ["first", "second", "app"]),
+                     10, what="init containers then app")
