@@ -1,9 +1,10 @@
 """Scheduler throughput, end to end: pods bound per second with 100 and with
 1000 nodes.
 
-For each cluster size a fresh etcd and API server start, NODES Node objects
-(Ready, large allocatable) are created directly (no node agents), and the
-real scheduler process starts and syncs. Then PODS pods are created, CREATE_CONCURRENCY
+For each cluster size a fresh etcd and API server start with that many
+hollow nodes (one `python -m node_agent.hollow` process; no IPAM controller
+runs, so they only register and renew leases, adding no pod status writes),
+and the real scheduler process starts and syncs. Then PODS pods are created, CREATE_CONCURRENCY
 at a time, while a watch counts the pods that become bound. The figure is
 PODS divided by the time from the first create to the last pod seen bound,
 so it includes the API server and etcd (creates, binds, Events) as well as
@@ -77,14 +78,18 @@ async def pods_per_second(tmp: Path, node_count: int) -> float:
     tmp.mkdir(parents=True, exist_ok=True)
     server = ApiServerProcess(tmp)
     scheduler: Component | None = None
+    hollow: Component | None = None
     await asyncio.to_thread(server.start)
     client = ApiClient(server.address)
     try:
         ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
         ns.metadata.name = NAMESPACE
         await client.create(ns)
-        await _in_parallel(node_count, CREATE_CONCURRENCY,
-                           lambda i: client.create(_node(f"node-{i + 1}")))
+        hollow = Component("node_agent.hollow", [
+            "--server", server.address, "--count", str(node_count), "--cpu", "64",
+            "--memory", "256Gi", "--pods", "1000", "--renew-interval", "10",
+            "--status-interval", "60"], tmp / "hollow.log").start()
+        await _wait_for_log(hollow, "hollow nodes ready", SYNC_TIMEOUT)
 
         scheduler = Component("services.scheduler",
                               ["--server", server.address, "--leader-elect=false"],
@@ -122,16 +127,76 @@ async def pods_per_second(tmp: Path, node_count: int) -> float:
         return PODS / seconds
     finally:
         await client.close()
-        if scheduler is not None:
-            await asyncio.to_thread(scheduler.stop)
+        for comp in (scheduler, hollow):
+            if comp is not None:
+                await asyncio.to_thread(comp.stop)
         await asyncio.to_thread(server.shutdown)
+
+
+async def deployment_available_seconds(tmp: Path, node_count: int, replicas: int) -> float:
+    """Seconds from creating a Deployment of `replicas` until all are
+    available, with the whole control plane and `node_count` hollow nodes."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    server = ApiServerProcess(tmp)
+    await asyncio.to_thread(server.start)
+    client = ApiClient(server.address)
+    started: list[Component] = []
+    try:
+        hollow = Component("node_agent.hollow", [
+            "--server", server.address, "--count", str(node_count), "--renew-interval", "2",
+            "--status-interval", "60"], tmp / "hollow.log").start()
+        started.append(hollow)
+        await _wait_for_log(hollow, "hollow nodes ready", SYNC_TIMEOUT)
+        started.append(Component("services.controllers", [
+            "--server", server.address, "--leader-elect", "false",
+            "--node-monitor-grace-period", "20"], tmp / "controllers.log").start())
+        scheduler = Component("services.scheduler", ["--server", server.address,
+                                                     "--leader-elect=false"], tmp / "scheduler.log")
+        started.append(scheduler.start())
+        await _wait_for_log(scheduler, f"scheduling: {node_count} nodes", SYNC_TIMEOUT)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while not all(n.spec.pod_cidr for n in (await client.list("nodes")).items):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nodes got no pod CIDRs")
+            await asyncio.sleep(0.2)
+
+        d = _deployment(replicas)
+        t0 = time.perf_counter()
+        await client.create(d)
+        stream = client.watch("deployments", "default", allow_bookmarks=False)
+        async with stream:
+            async for ev in stream:
+                st = ev.object.status
+                if st.available_replicas == replicas and st.updated_replicas == replicas:
+                    break
+                if time.perf_counter() - t0 > BIND_TIMEOUT:
+                    raise RuntimeError(f"not available after {BIND_TIMEOUT}s: {st}")
+        return time.perf_counter() - t0
+    finally:
+        await client.close()
+        for comp in reversed(started):
+            await asyncio.to_thread(comp.stop)
+        await asyncio.to_thread(server.shutdown)
+
+
+def _deployment(replicas: int):
+    from kubeling import objects
+    return objects.from_dict({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "big"}},
+                 "template": {"metadata": {"labels": {"app": "big"}},
+                              "spec": {"containers": [{"name": "app",
+                                                       "image": "localhost/kubeling/shell:1"}]}}}})
 
 
 async def run(tmp: Path, report) -> None:
     for node_count in NODE_COUNTS:
         rate = await pods_per_second(tmp / f"scheduler-{node_count}-nodes", node_count)
         report(f"scheduler_pods_per_second_{node_count}_nodes", rate,
-               f"pods/s ({PODS} pods, end to end)")
+               f"pods/s ({PODS} pods on {node_count} hollow nodes, end to end)")
+    seconds = await deployment_available_seconds(tmp / "deployment-1000", 100, 1000)
+    report("deployment_1000_replicas_available_100_nodes", seconds, "s")
 
 
 if __name__ == "__main__":
