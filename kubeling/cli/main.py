@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 from kubeling.client.errors import ApiError
 from kubeling.config import ConfigError
 
-from . import apply, cluster, create, delete, describe, get, hollow_nodes, rollout, scale, set_image
+from . import apply, cluster, create, delete, describe, get, hollow_nodes, images, rollout, scale, set_image
 from . import exec as exec_command, logs
 from .common import CliError, ServerErrors, format_api_error
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_parser(sub, [common])
     scale.add_parser(sub, [common])
     hollow_nodes.register(sub, [common])
+    images.register(sub, [common])
     rollout.register(sub, [common])
     set_image.register(sub, [common])
     logs.register(sub, [common])
