@@ -756,7 +756,9 @@ def _clean_node(node: LocalNode, report: bool) -> list[str]:
     """Remove whatever the node's processes left: containers, mounts, cgroups,
     processes in its namespace, the namespace itself. Returns what could not go."""
     problems = []
-    for pid in _conmon_pids(node.runtime_dir) + _pids_in_netns(node.netns_path):
+    owned = _owned(node)  # a namespace of this name that another cluster made is left alone
+    in_netns = _pids_in_netns(node.netns_path) if owned else []
+    for pid in _conmon_pids(node.runtime_dir) + in_netns:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     runc_root = node.runtime_dir / "runc"
@@ -768,6 +770,8 @@ def _clean_node(node: LocalNode, report: bool) -> list[str]:
                            capture_output=True)
     for point in _mounts_under(node.dir):
         subprocess.run(["umount", "-l", point], capture_output=True)
+    if not owned:
+        return problems
     # Processes just killed leave their cgroups a moment later.
     deadline = time.monotonic() + 5
     while True:
@@ -794,6 +798,9 @@ def _clean_node(node: LocalNode, report: bool) -> list[str]:
 
 
 def _remove_lan(report: bool) -> None:
+    """The bridge, unless nodes of another cluster still use it."""
+    if any(p.name.startswith(NODE_NETNS_PREFIX) for p in NETNS_DIR.glob("*")):
+        return
     if _link_exists(LAN_BRIDGE):
         _ip("link", "del", LAN_BRIDGE, check=False)
         if report:

@@ -136,12 +136,25 @@ class NodeProxy:
                                    f'(status.daemonEndpoints.kubeletEndpoint.Port)')
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         channel = self._channel(address)
+        if channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            # It failed before (the node restarted?): start afresh rather than wait out a backoff.
+            await self._drop(address)
+            channel = self._channel(address)
         try:
-            await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
+            await asyncio.wait_for(_connected(channel), self.connect_timeout)
         except asyncio.TimeoutError:
             raise UnavailableError(f'node "{node_name}": cannot reach its node agent at {address} '
                                    f'within {self.connect_timeout:g}s') from None
+        except ConnectionError:
+            raise UnavailableError(f'node "{node_name}": cannot connect to its node agent at '
+                                   f'{address} (connection refused or reset)') from None
         return node_pb2_grpc.NodeStub(channel), address
+
+    async def _drop(self, address: str) -> None:
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.pop(address, None)
@@ -156,6 +169,17 @@ class NodeProxy:
             _, old = self._channels.popitem(last=False)
             asyncio.get_running_loop().create_task(old.close(grace=30))
         return channel
+
+
+async def _connected(channel: grpc.aio.Channel) -> None:
+    """Return once the channel is connected; ConnectionError as soon as an
+    attempt fails (a refused connection is an answer: no need to wait)."""
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            raise ConnectionError(state.name)
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
 
 
 def _ref(pod: Message, container: str) -> node_pb2.ContainerRef:

@@ -26,10 +26,15 @@ from kubeling.api.v1 import core_pb2
 from kubeling.client.api_client import ApiClient
 from kubeling.cri.v1 import api_pb2 as pb
 from node_agent.node_service import start_node_service
-from tests.e2e.test_runtime_cri import (  # noqa: F401 - the runtime engineer's fixtures
-    SHELL, cri, image_store_template, pytestmark, test_images)
+from tests.e2e import test_runtime_cri as runtime_e2e
+from tests.e2e.test_runtime_cri import SHELL, pytestmark  # noqa: F401 - the same requirements
 from tests.integration.conftest import ApiServerProcess
 from tests.integration.test_cli import KUBELING
+
+# The runtime's e2e fixtures: `cri` (a real runtime service with the test
+# images, checked for leftovers after each test) and whatever it builds on.
+globals().update({name: obj for name, obj in vars(runtime_e2e).items()
+                  if type(obj).__name__ == "FixtureFunctionDefinition" and name != "api_server"})
 
 LABELS = ("io.kubernetes.pod.namespace", "io.kubernetes.pod.name", "io.kubernetes.pod.uid",
           "io.kubernetes.container.name")
