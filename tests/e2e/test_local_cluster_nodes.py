@@ -67,6 +67,25 @@ spec:
 """
 
 
+CRASHER = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+spec:
+  nodeName: node-1
+  volumes:
+  - name: data
+    emptyDir: {}
+  containers:
+  - name: main
+    image: localhost/kubeling/shell:1
+    volumeMounts:
+    - {name: data, mountPath: /data}
+    command: ["sh", "-c", "n=$(( $(cat /data/n 2>/dev/null || echo 0) + 1 )); echo $n > /data/n; echo run-$n; [ $n -ge 2 ] && exec sleep 3600; exit 1"]
+"""
+
+
 class Local:
     def __init__(self, tmp: Path):
         self.tmp = tmp
@@ -198,3 +217,9 @@ def test_two_nodes_run_pods_serve_logs_and_exec_and_down_leaves_nothing(local):
     wait_for(lambda: local("logs", "talker", ok=False).stdout == "hello from talker\nsecond line\n", 120,
              "the talker's log", lambda: local("logs", "talker", ok=False).stderr + local.logs_tail())
     assert local("logs", "talker", "--tail", "1").stdout == "second line\n"
+
+    # After a crash and a restart by the node agent, --previous shows the first run.
+    local("apply", "-f", "-", input=CRASHER)
+    wait_for(lambda: local("logs", "crasher", ok=False).stdout == "run-2\n", 120, "the restarted run",
+             lambda: local("get", "pod", "crasher", "-o", "yaml", ok=False).stdout)
+    assert local("logs", "crasher", "--previous").stdout == "run-1\n"
