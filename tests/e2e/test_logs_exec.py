@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -266,6 +267,35 @@ def test_logs_follow_until_the_container_exits(cluster):
         assert follower.returncode == 0, err.decode()
         rest = [int(s.removeprefix("tick-")) for s in out.decode().split()]
         assert rest == list(range(numbers[-1] + 1, numbers[-1] + 1 + len(rest)))
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def open_files_of_this_process() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_follower_that_leaves_ends_the_stream_on_the_node(cluster):
+    pod = cluster.pod("chatty", ["main"])
+    cid = cluster.container(pod, "main", "while true; do echo chat; sleep 0.1; done")
+    log_path = cluster.cri.status(cid).status.log_path
+    follower = subprocess.Popen([str(KUBELING), "logs", "-n", cluster.namespace, "-f", "chatty"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cluster.env)
+    try:
+        assert follower.stdout.readline() == b"chat\n"
+        # The Node service runs in this process: it holds the log file open while it follows.
+        wait_until(lambda: log_path in open_files_of_this_process(), what="the node to open the log")
+        follower.send_signal(signal.SIGINT)
+        follower.wait(10)
+        wait_until(lambda: log_path not in open_files_of_this_process(), what="the node to close the log")
     finally:
         if follower.poll() is None:
             follower.kill()
