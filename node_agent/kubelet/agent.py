@@ -130,9 +130,14 @@ class NodeAgent:
         self.client = ApiClient(cfg.server, timeout=30) if cfg.server else ApiClient.from_config(timeout=30)
         recorder = EventRecorder(self.client, COMPONENT, host=cfg.node_name)
 
+        pending: set[asyncio.Task] = set()
+
         async def event(obj: Message | None, type_: str, reason: str, message: str) -> None:
+            # Recorded in the background: an Event never delays a pod's start.
             if obj is not None:
-                await recorder.event(obj, type_, reason, message)
+                task = asyncio.create_task(recorder.event(obj, type_, reason, message))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
 
         try:
             await self._wait_for_runtime()

@@ -53,7 +53,7 @@ from node_agent.kubelet.cri_client import CriError, CriNotFound, RuntimeClient
 from node_agent.kubelet.image_manager import ImageManager
 from node_agent.kubelet.network_client import NetworkClient, NetworkError
 from node_agent.kubelet.pod_state import ContainerHistory, ContainerRecord, PodRecord, PodStateStore
-from node_agent.kubelet.probes import LIVENESS, READINESS, STARTUP, SUCCESS, ProbeManager, ProbeTarget
+from node_agent.kubelet.probes import READINESS, STARTUP, SUCCESS, ProbeManager, ProbeTarget
 from node_agent.kubelet.runtime_pods import CREATED, RuntimeContainer, RuntimePod, read_pod
 from node_agent.kubelet.termination import PodKiller, deletion_grace, spec_grace
 
@@ -140,7 +140,12 @@ class PodSyncer:
             await self._write_status(pod, rp, rec, p)
             return p.requeue
 
-        sandbox, sandbox_cfg, rp = await self._ensure_sandbox(pod, rp, rec)
+        try:
+            sandbox, sandbox_cfg, rp = await self._ensure_sandbox(pod, rp, rec)
+        except (CriError, NetworkError):
+            # Shown as ContainerCreating with a FailedCreatePodSandBox event; retried with backoff.
+            await self._write_status(pod, await read_pod(self.runtime, uid), rec, p)
+            raise
         pod_ip = rec.pod_ip or sandbox.ip
         self._record_sandbox(rec, sandbox.id)
 

@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from kubeling.client import events as ev
 from kubeling.client.api_client import ApiClient
 from kubeling.client.errors import ConflictError, NotFoundError
-from node_agent.kubelet.cri_client import CriError, CriNotFound, RuntimeClient
+from node_agent.kubelet.cri_client import CriNotFound, RuntimeClient
 from node_agent.kubelet.network_client import NetworkClient
 from node_agent.kubelet.pod_state import PodStateStore
 from node_agent.kubelet.probes import FAILURE, Prober, ProbeTarget
@@ -160,9 +160,3 @@ class PodKiller:
         except (NotFoundError, ConflictError):
             pass  # already gone, or a new pod took the name
 
-
-async def stop_quietly(runtime: RuntimeClient, container_id: str) -> None:
-    try:
-        await runtime.stop_container(container_id, 0)
-    except CriError as e:
-        log.warning("stopping %s: %s", container_id[:12], e)
