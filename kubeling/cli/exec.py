@@ -18,10 +18,9 @@ import argparse
 import sys
 from typing import NoReturn
 
-import grpc
 
 from kubeling.api.v1 import api_pb2
-from kubeling.client.errors import from_rpc_error
+from kubeling.client.errors import ApiError
 
 from .common import CliError, connect
 from .logs import choose_container, get_pod, pod_name, relay_error
@@ -91,10 +90,9 @@ async def run(args: argparse.Namespace) -> int:
         request = api_pb2.ExecRequest(namespace=namespace, name=name, command=command,
                                       container=choose_container(pod, args.container))
         try:
-            # ApiClient does not wrap the relayed calls yet; its stub has them.
-            resp = await client._stub.Exec(request, metadata=client._metadata)
-        except grpc.aio.AioRpcError as e:
-            raise relay_error(from_rpc_error(e), client.address) from None
+            resp = await client.exec(request)
+        except ApiError as e:
+            raise relay_error(e, client.address) from None
     sys.stdout.flush()
     sys.stdout.buffer.write(resp.stdout)
     sys.stdout.buffer.flush()

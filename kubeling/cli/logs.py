@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from kubeling.api.v1 import api_pb2
 from kubeling.client.api_client import ApiClient
-from kubeling.client.errors import ApiError, from_rpc_error
+from kubeling.client.errors import ApiError
 
 from .common import CliError, ServerErrors, connect, format_api_error
 
@@ -106,14 +106,10 @@ async def run(args: argparse.Namespace) -> int:
     async with connect(args.config) as client:
         pod = await get_pod(client, name, namespace)
         request.container = choose_container(pod, args.container or args.container_arg or "")
-        # ApiClient does not wrap the relayed calls yet; its stub has them.
-        call = client._stub.Logs(request, metadata=client._metadata)
         try:
-            async for chunk in call:
-                out.write(chunk.data)
+            async for data in client.logs(request):
+                out.write(data)
                 out.flush()
-        except grpc.aio.AioRpcError as e:
-            raise relay_error(from_rpc_error(e), client.address) from None
-        finally:
-            call.cancel()
+        except ApiError as e:
+            raise relay_error(e, client.address) from None
     return 0

@@ -302,6 +302,25 @@ class ApiClient:
             target=meta_pb2.ObjectReference(kind="Node", name=node_name))
         return await self._unary(self._stub.Bind, api_pb2.BindRequest(binding=binding))
 
+    async def logs(self, request: api_pb2.LogsRequest) -> AsyncIterator[bytes]:
+        """A container's log, relayed from its node: chunks of bytes until the
+        log ends (or, with follow, until the container stops or the caller
+        stops iterating). Errors: NotFoundError, InvalidError (which
+        container), UnavailableError (the node cannot be reached)."""
+        call = self._stub.Logs(request, metadata=self._metadata)
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            call.cancel()
+
+    async def exec(self, request: api_pb2.ExecRequest) -> api_pb2.ExecResponse:
+        """Run a command in a container, relayed to its node; returns its
+        stdout, stderr and exit code."""
+        return await self._unary(self._stub.Exec, request)
+
 
 __all__ = ["ApiClient", "ApiError", "DeleteResult", "ObjectList", "WatchEvent",
            "WatchStream", "resolve_kind"]

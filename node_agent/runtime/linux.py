@@ -109,7 +109,11 @@ def cgroup_dirs(path: str) -> list[Path]:
 def remove_cgroup(path: str) -> list[str]:
     """Removes cgroup `path` and its children in every hierarchy; returns what could not go."""
     left = []
-    for top in cgroup_dirs(path):
+    tops = cgroup_dirs(path)
+    if not cgroup_v2():
+        # On a hybrid host runc also makes the cgroup in the v2 "unified" mount.
+        tops.append(CGROUP_ROOT / "unified" / path.strip("/"))
+    for top in tops:
         if not top.exists():
             continue
         for dirpath, dirnames, _ in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):

@@ -49,7 +49,8 @@ class ApiServer:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ])
-        api_pb2_grpc.add_ApiServicer_to_server(ApiServicer(self.registry), self.server)
+        self.servicer = ApiServicer(self.registry)
+        api_pb2_grpc.add_ApiServicer_to_server(self.servicer, self.server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         service_name = api_pb2.DESCRIPTOR.services_by_name["Api"].full_name
@@ -72,6 +73,7 @@ class ApiServer:
     async def stop(self, grace: float = 1.0) -> None:
         if self.server:
             await self.server.stop(grace)
+            await self.servicer.node_proxy.close()
         if self.registry:
             await self.registry.stop()
         if self.storage:

@@ -70,7 +70,7 @@ def _pids(state: Path) -> dict[str, int]:
 def test_up_get_up_again_down(local):
     pids: dict[str, int] = {}
     try:
-        up = local("up")
+        up = local("up", "--nodes", "0")
         pids = _pids(local.state)
         assert set(pids) >= {"etcd", "apiserver"}
         assert all(_alive(pid) for pid in pids.values())
@@ -86,7 +86,7 @@ def test_up_get_up_again_down(local):
         assert "default" in [line.split()[0] for line in ns[1:]]
         local("create", "namespace", "kept")
 
-        again = local("up")
+        again = local("up", "--nodes", "0")
         assert "already running" in again.stdout
         assert _pids(local.state) == pids  # nothing new was started
         assert local("version").stdout.splitlines()[1] == f"Server Address: {server}"
@@ -108,7 +108,7 @@ def test_up_get_up_again_down(local):
 
     # Data survives a restart; --purge removes it.
     try:
-        local("up")
+        local("up", "--nodes", "0")
         pids = _pids(local.state)
         assert "kept" in local("get", "ns", "kept", "-o", "name").stdout
     finally:
@@ -121,14 +121,14 @@ def test_up_get_up_again_down(local):
 def test_up_restarts_a_cluster_whose_processes_died(local):
     pids: dict[str, int] = {}
     try:
-        local("up")
+        local("up", "--nodes", "0")
         pids = _pids(local.state)
         os.kill(pids["apiserver"], 9)
         for _ in range(100):
             if not _alive(pids["apiserver"]):
                 break
             time.sleep(0.05)
-        out = local("up")
+        out = local("up", "--nodes", "0")
         assert "not working; restarting it" in out.stderr
         new = _pids(local.state)
         assert new["apiserver"] != pids["apiserver"]
@@ -150,7 +150,7 @@ def test_failed_up_leaves_nothing_running(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cluster, "COMPONENTS", [cluster.COMPONENTS[0], broken])
     monkeypatch.setenv("KUBELING_CONFIG", str(tmp_path / "config"))
     state = tmp_path / "state"
-    assert main.main(["up", "--state-dir", str(state), "--timeout", "10"]) == 1
+    assert main.main(["up", "--nodes", "0", "--state-dir", str(state), "--timeout", "10"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: broken exited before it was ready")
     assert "cannot start: no widgets" in err
