@@ -285,10 +285,45 @@ async def _stays_up(ctx: Context, proc: Process) -> None:
 
 
 # Started in this order, stopped in the reverse order.
+def _dns_command(ctx: Context) -> list[str]:
+    return [ctx.python, "-m", "services.dns", "--server", ctx.api_address,
+            "--listen", f"{LAN_HOST_ADDRESS}:53"]
+
+
+async def _publish_dns(ctx: Context, proc: Process) -> None:
+    """The `kube-dns` Service in kube-system (10.96.0.10, as in Kubernetes)
+    with Endpoints at the DNS server on the LAN; pods get it as nameserver."""
+    from kubeling import objects
+
+    await _stays_up(ctx, proc)
+    ports = [{"name": "dns", "port": 53, "protocol": "UDP"},
+             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
+    service = objects.from_dict({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"clusterIP": CLUSTER_DNS_IP,
+                 "ports": [dict(p, targetPort=53) for p in ports]}})
+    endpoints = objects.from_dict({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+        "subsets": [{"addresses": [{"ip": LAN_HOST_ADDRESS}], "ports": ports}]})
+    async with ApiClient(ctx.api_address) as client:
+        for obj in (service, endpoints):
+            try:
+                await client.create(obj)
+            except ApiError as e:
+                if "already exists" not in str(e):
+                    raise StartError(f"could not publish cluster DNS: {e}") from None
+
+
 COMPONENTS: list[Component] = [
     Component("etcd", start=_start_etcd, attempts=1),
     Component("apiserver", prepare=_pick_api_port, command=_apiserver_command, ready=_wait_api,
               describe=lambda ctx: f"listening on {ctx.api_address}"),
+    Component("dns", command=_dns_command, ready=_publish_dns, attempts=1,
+              enabled=lambda ctx: bool(ctx.values.get("nodes")),
+              describe=lambda ctx: f"{LAN_HOST_ADDRESS}:53, Service kube-dns {CLUSTER_DNS_IP}"),
     Component("controller-manager", command=_controllers_command, ready=_stays_up, attempts=1),
     Component("scheduler", command=_scheduler_command, ready=_stays_up, attempts=1),
     Component("hollow-nodes", command=_hollow_nodes_command, ready=_stays_up, attempts=1,
@@ -299,6 +334,7 @@ COMPONENTS: list[Component] = [
 
 # ------------------------------------------------------------------ nodes
 
+CLUSTER_DNS_IP = "10.96.0.10"  # the kube-dns Service, as in Kubernetes
 LAN_BRIDGE = "kubeling-lan"
 LAN_NETWORK = ipaddress.IPv4Network("10.250.0.0/24")
 LAN_HOST_ADDRESS = "10.250.0.1"  # the host's (and so the control plane's) address on the LAN
@@ -497,7 +533,7 @@ def _kubelet_command(index: int) -> Callable[[Context], list[str]]:
                         "--node-name", node.name, "--node-ip", node.ip,
                         "--container-runtime-endpoint", node.runtime_endpoint,
                         "--network-endpoint", node.network_endpoint,
-                        "--state-dir", str(node.kubelet_dir))
+                        "--state-dir", str(node.kubelet_dir), "--cluster-dns", CLUSTER_DNS_IP)
     return command
 
 
