@@ -25,15 +25,20 @@ from collections import OrderedDict
 
 from google.protobuf.message import Message
 
+from kubeling.client.errors import ApiError
 from kubeling.client.informer import Informer
 from kubeling.objects import copy
 from kubeling.client.workqueue import (BucketRateLimiter, ItemExponentialFailureRateLimiter,
                                        MaxOfRateLimiter, WorkQueue, run_workers)
+from node_agent.kubelet.cri_client import CriError
+from node_agent.kubelet.network_client import NetworkError
 from node_agent.kubelet.pod_sync import PodSyncer
+from node_agent.kubelet.volumes import VolumeError
 
 log = logging.getLogger(__name__)
 
 UID_INDEX = "uid"
+_RETRY_BASE, _RETRY_MAX = 0.2, 30.0
 _REMEMBER_DELETED = 2048
 
 
@@ -54,6 +59,7 @@ class PodWorkers:
                                                 BucketRateLimiter(qps=50.0, burst=200)), name="pods")
         # The last state of pods deleted from the API server (for their grace period).
         self._deleted: OrderedDict[str, Message] = OrderedDict()
+        self._failures: dict[str, int] = {}
         informer.store.add_index(UID_INDEX, lambda pod: [pod.metadata.uid])
         informer.add_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                              on_delete=self._on_pod_deleted)
@@ -88,6 +94,24 @@ class PodWorkers:
         self.enqueue(pod.metadata.uid)
 
     async def reconcile(self, uid: str) -> float | None:
+        """One pass for `uid`. Expected failures (the runtime, the network or
+        the API server refusing or unreachable) are logged in one line and
+        retried after a per-UID backoff; anything else propagates (logged
+        with its traceback by the worker, and retried too)."""
+        try:
+            result = await self._reconcile(uid)
+        except (CriError, NetworkError, ApiError, VolumeError) as e:
+            failures = self._failures.get(uid, 0) + 1
+            self._failures[uid] = failures
+            delay = min(_RETRY_MAX, _RETRY_BASE * 2 ** (failures - 1))
+            pod = self.pod(uid)
+            what = f"{pod.metadata.namespace}/{pod.metadata.name}" if pod is not None else uid
+            log.warning("pod %s: %s (retry %d in %.1fs)", what, e, failures, delay)
+            return delay
+        self._failures.pop(uid, None)
+        return result
+
+    async def _reconcile(self, uid: str) -> float | None:
         pod = self.pod(uid)
         if pod is None or pod.spec.node_name != self.node_name:
             last = self._deleted.pop(uid, None) or pod

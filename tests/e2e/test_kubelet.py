@@ -456,6 +456,19 @@ async def test_restart_policy_decides_the_phase(env, policy, script, phase, rest
     assert (await env.get("once")).status.phase == phase  # and it stays so
 
 
+
+async def test_a_new_image_restarts_the_container_with_it(env):
+    await env.run("upgrade", [shell("app", "exec sleep 3600")])
+    pod = await env.running("upgrade")
+    old_id = env.container_id(pod, "app")
+    pod.spec.containers[0].image = HTTP
+    await env.client.update(pod)
+    pod = await env.wait("upgrade", lambda p: cstatus(p, "app").state.HasField("running") and
+                         env.container_id(p, "app") != old_id, 20, "the container on its new image")
+    cs = cstatus(pod, "app")
+    assert cs.image == HTTP and cs.restart_count == 1
+    assert any(r == "Killing" and "definition changed" in m for r, m in await env.events("upgrade"))
+
 # -- termination ---------------------------------------------------------------------------
 
 
