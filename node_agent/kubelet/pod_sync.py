@@ -6,7 +6,8 @@ bound to this node toward its spec, and reports its status.
 1. A pod that is finished (phase Succeeded / Failed, or every container
    exited with nothing to restart) only has its status written and its
    sandbox stopped (network released); its containers stay for logs until
-   the pod is deleted.
+   the pod is deleted. A pod past its activeDeadlineSeconds is stopped and
+   fails (reason DeadlineExceeded).
 2. Volumes are made or refreshed (ConfigMap / Secret contents).
 3. The sandbox: the newest ready one is used; when there is none, a new
    one is made (attempt + 1), with the pod's network: the runtime's, or
@@ -85,6 +86,7 @@ class _Pass:
 
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     requeue: float | None = None
+    override: tuple[str, str, str] | None = None  # a phase decided here (deadline exceeded)
 
     def again_in(self, seconds: float) -> None:
         seconds = max(0.05, seconds)
@@ -131,7 +133,20 @@ class PodSyncer:
                 await self.killer.kill_pod(pod, rp, 0, self._specs(pod))
             return None
 
-        cms, secrets = await self._fetch_sources(pod, include_env=True)
+        left = deadline_left(pod, time.time())
+        if left is not None and left <= 0:
+            # activeDeadlineSeconds passed: the pod fails, its containers are stopped.
+            p.override = (st.FAILED, "DeadlineExceeded",
+                          "Pod was active on the node longer than the specified deadline")
+            await self.event(pod, ev.NORMAL, "DeadlineExceeded", p.override[2])
+            self.probes.remove_pod(uid)
+            await self.killer.kill_pod(pod, rp, spec_grace(pod), self._specs(pod))
+            await self._write_status(pod, await read_pod(self.runtime, uid), rec, p)
+            return None
+        if left is not None:
+            p.again_in(left)
+
+        cms, secrets = await self._fetch_sources(pod, vol.references(pod))
         try:
             prepared = await asyncio.to_thread(self.volumes.setup, pod, cms, secrets)
         except vol.VolumeError as e:
@@ -189,14 +204,14 @@ class PodSyncer:
 
     # ---------------------------------------------------------------- sources
 
-    async def _fetch_sources(self, pod: Message, include_env: bool) -> tuple[dict, dict]:
-        """The ConfigMaps and Secrets the pod's volumes (and env) name, fresh
-        from the API server; missing ones are simply absent."""
-        cm_names, secret_names = vol.references(pod)
-        if include_env:
-            refs = container_env.references(list(pod.spec.init_containers) + list(pod.spec.containers))
-            cm_names |= refs.config_maps
-            secret_names |= refs.secrets
+    async def _fetch_sources(self, pod: Message, names: tuple[set[str], set[str]],
+                             have: tuple[dict, dict] = ({}, {})) -> tuple[dict, dict]:
+        """The named ConfigMaps and Secrets of the pod's namespace, fresh from
+        the API server (those in `have` are not fetched again); missing ones
+        are simply absent."""
+        cms, secrets = dict(have[0]), dict(have[1])
+        cm_names = sorted(names[0] - set(cms))
+        secret_names = sorted(names[1] - set(secrets))
         ns = pod.metadata.namespace
 
         async def get(kind: str, name: str):
@@ -204,11 +219,20 @@ class PodSyncer:
                 return name, await self.client.get(kind, name, ns)
             except NotFoundError:
                 return name, None
-        got = await asyncio.gather(*(get("configmaps", n) for n in sorted(cm_names)),
-                                   *(get("secrets", n) for n in sorted(secret_names)))
-        cms = {n: o for n, o in got[:len(cm_names)] if o is not None}
-        secrets = {n: o for n, o in got[len(cm_names):] if o is not None}
+        got = await asyncio.gather(*(get("configmaps", n) for n in cm_names),
+                                   *(get("secrets", n) for n in secret_names))
+        cms.update({n: o for n, o in got[:len(cm_names)] if o is not None})
+        secrets.update({n: o for n, o in got[len(cm_names):] if o is not None})
         return cms, secrets
+
+    async def _env_sources(self, ctx: "_Ctx") -> tuple[dict, dict]:
+        """What the containers' env and envFrom name, fetched once per sync and
+        only when a container is about to be created."""
+        if ctx.env_sources is None:
+            refs = container_env.references(list(ctx.pod.spec.init_containers) + list(ctx.pod.spec.containers))
+            ctx.env_sources = await self._fetch_sources(ctx.pod, (refs.config_maps, refs.secrets),
+                                                        (ctx.cms, ctx.secrets))
+        return ctx.env_sources
 
     # ---------------------------------------------------------------- sandbox
 
@@ -408,9 +432,10 @@ class PodSyncer:
             p.waiting[spec.name] = image.waiting
             p.again_in(image.retry_after if image.retry_after is not None else CONFIG_RETRY)
             return
+        cms, secrets = await self._env_sources(ctx)
         try:
             env = container_env.build_env(spec, pod, pod_ip=ctx.pod_ip, host_ip=self.s.node_ip,
-                                          config_maps=ctx.cms, secrets=ctx.secrets,
+                                          config_maps=cms, secrets=secrets,
                                           node_allocatable=self.s.allocatable)
             mounts = self.volumes.mounts(spec, ctx.prepared)
         except (container_env.EnvError, vol.VolumeError) as e:
@@ -510,7 +535,7 @@ class PodSyncer:
         inputs = st.StatusInputs(
             runtime=rp, pod_ip=rec.pod_ip or next((s.ip for s in rp.sandboxes if s.ready), ""),
             host_ip=self.s.node_ip, now_ns=time.time_ns(), runtime_name=self.runtime_name(),
-            waiting=p.waiting, ready=self.probes.ready, started=self.probes.started)
+            waiting=p.waiting, ready=self.probes.ready, started=self.probes.started, override=p.override)
         if not any(s.ready for s in rp.sandboxes):
             inputs.pod_ip = rec.pod_ip if pod.status.pod_ip == rec.pod_ip else pod.status.pod_ip
         new = st.pod_status(pod, inputs)
@@ -582,6 +607,14 @@ class _Ctx:
     cms: dict
     secrets: dict
     p: _Pass
+    env_sources: tuple[dict, dict] | None = None
+
+
+def deadline_left(pod: Message, now: float) -> float | None:
+    """Seconds until the pod's activeDeadlineSeconds passes (None: no deadline)."""
+    if not pod.spec.HasField("active_deadline_seconds") or not pod.status.HasField("start_time"):
+        return None
+    return pod.status.start_time.seconds + pod.spec.active_deadline_seconds - now
 
 
 def _duration(seconds: float) -> str:

@@ -79,6 +79,8 @@ class StatusInputs:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     ready: Callable[[str], bool] = lambda container_id: True
     started: Callable[[str], bool] = lambda container_id: True
+    # (phase, reason, message) the node agent decided on (activeDeadlineSeconds passed)
+    override: tuple[str, str, str] | None = None
 
 
 def _terminated(c: RuntimeContainer, runtime_name: str) -> core_pb2.ContainerStateTerminated:
@@ -220,6 +222,8 @@ def pod_status(pod: Message, inputs: StatusInputs) -> core_pb2.PodStatus:
         status.container_statuses.append(container_status(c, "app", inputs, default_app_waiting))
 
     status.phase = phase(pod, list(status.container_statuses), initialized, init_failed)
+    if inputs.override is not None and status.phase not in TERMINAL:
+        status.phase, status.reason, status.message = inputs.override
     terminal = status.phase in TERMINAL
     if terminal:
         for cs in status.container_statuses:

@@ -469,6 +469,15 @@ async def test_a_new_image_restarts_the_container_with_it(env):
     assert cs.image == HTTP and cs.restart_count == 1
     assert any(r == "Killing" and "definition changed" in m for r, m in await env.events("upgrade"))
 
+
+async def test_a_pod_past_its_active_deadline_fails(env):
+    await env.run("deadline", [shell("app", "exec sleep 3600")], activeDeadlineSeconds=3)
+    await env.running("deadline")
+    pod = await env.wait("deadline", lambda p: p.status.phase == "Failed", 15, "Failed")
+    assert (pod.status.reason, pod.status.message) == (
+        "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+    assert cstatus(pod, "app").state.HasField("terminated")
+
 # -- termination ---------------------------------------------------------------------------
 
 

@@ -173,3 +173,12 @@ def test_init_containers_gate_the_app(policy, inits, phase, initialized, app_rea
     assert status.phase == phase
     assert next(x.status for x in status.conditions if x.type == "Initialized") == initialized
     assert status.container_statuses[0].state.waiting.reason == app_reason
+
+
+def test_a_phase_decided_by_the_agent_wins_until_the_pod_is_finished():
+    pod = make_pod("a")
+    inputs = st.StatusInputs(runtime(c("a", EXITED, exit_code=137)), now_ns=NOW,
+                             override=("Failed", "DeadlineExceeded", "too long"))
+    status = st.pod_status(pod, inputs)
+    assert (status.phase, status.reason, status.message) == ("Failed", "DeadlineExceeded", "too long")
+    assert next(x for x in status.conditions if x.type == "Ready").reason == "PodCompleted"
