@@ -625,3 +625,27 @@ async def test_init_containers_run_in_order_before_the_app(env):
     log = env.volume_dir(pod, "work") / "log"
     await eventually(lambda: asyncio.sleep(0, log.exists() and log.read_text().split() == ["first", "second", "app"]),
                      10, what="init containers then app")
+
+
+async def test_the_node_agent_rides_out_a_restart_of_the_runtime(env):
+    await env.run("before", [shell("app", "exec sleep 3600")])
+    pod = await env.running("before")
+    cid = env.container_id(pod, "app")
+    env.node.runtime.kill()
+    await asyncio.sleep(2)  # the agent's relists and syncs fail meanwhile
+
+    async def not_ready():
+        node = await env.client.get("nodes", env.node.name, "")
+        return next(c for c in node.status.conditions if c.type == "Ready").status != "True"
+    await eventually(not_ready, 10, what="the node NotReady without its runtime")
+    env.node.runtime.start()
+    await env.run("after", [shell("app", "exec sleep 3600")])
+    await env.running("after", 30)
+
+    async def ready():
+        node = await env.client.get("nodes", env.node.name, "")
+        return next(c for c in node.status.conditions if c.type == "Ready").status == "True"
+    await eventually(ready, 15, what="the node Ready again")
+    pod = await env.get("before")
+    assert env.container_id(pod, "app") == cid and cstatus(pod, "app").restart_count == 0
+    assert env.node.kubelet.running
