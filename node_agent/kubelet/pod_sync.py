@@ -55,7 +55,7 @@ from node_agent.kubelet.image_manager import ImageManager
 from node_agent.kubelet.network_client import NetworkClient, NetworkError
 from node_agent.kubelet.pod_state import ContainerHistory, ContainerRecord, PodRecord, PodStateStore
 from node_agent.kubelet.probes import READINESS, STARTUP, SUCCESS, ProbeManager, ProbeTarget
-from node_agent.kubelet.runtime_pods import CREATED, RuntimeContainer, RuntimePod, read_pod
+from node_agent.kubelet.runtime_pods import CREATED, RuntimeContainer, RuntimePod, RuntimeSandbox, read_pod
 from node_agent.kubelet.termination import PodKiller, deletion_grace, spec_grace
 
 log = logging.getLogger(__name__)
@@ -274,11 +274,9 @@ class PodSyncer:
         for old in rp.sandboxes:
             await self.killer.detach_network(old.id, pod.metadata.uid)
             await self.runtime.remove_pod_sandbox(old.id)
-        rp = await read_pod(self.runtime, pod.metadata.uid)
-        sandbox = rp.ready_sandbox()
-        if sandbox is None or sandbox.id != sid:
-            raise RuntimeError(f"sandbox {sid[:12]} of pod {pod.metadata.name} is not ready")
-        return sandbox, cfg, rp
+        # What the runtime now holds for the pod: the new, empty sandbox.
+        sandbox = RuntimeSandbox(sid, attempt, True, time.time_ns(), rec.pod_ip, dict(cfg.labels))
+        return sandbox, cfg, RuntimePod(pod.metadata.uid, pod.metadata.namespace, pod.metadata.name, [sandbox])
 
     async def _attach_network(self, pod: Message, sid: str, rec: PodRecord) -> None:
         """The pod's address: the runtime's, or one the network service gives."""

@@ -124,7 +124,15 @@ def container_from_status(st: api_pb2.ContainerStatus, sandbox_id: str) -> Runti
 async def read_pod(runtime: RuntimeClient, uid: str) -> RuntimePod:
     """The runtime's view of one pod, with a ContainerStatus for each container."""
     sandboxes = await runtime.list_pod_sandbox({POD_UID: uid})
-    containers = await runtime.list_containers({POD_UID: uid})
+    if sandboxes:
+        # By sandbox: a runtime can answer that without looking at every
+        # container's labels (kubeling's decodes each container's config).
+        containers = []
+        for s in sandboxes:
+            containers += [c for c in await runtime.list_containers(sandbox_id=s.id)
+                           if c.labels.get(POD_UID) == uid]
+    else:
+        containers = await runtime.list_containers({POD_UID: uid})
     pod = RuntimePod(uid)
     for s in sorted(sandboxes, key=lambda s: (s.metadata.attempt, s.created_at), reverse=True):
         pod.namespace = pod.namespace or s.labels.get(POD_NAMESPACE, s.metadata.namespace)
@@ -142,16 +150,3 @@ async def read_pod(runtime: RuntimeClient, uid: str) -> RuntimePod:
     pod.containers.sort(key=lambda c: (c.attempt, c.created_at), reverse=True)
     return pod
 
-
-async def pod_uids(runtime: RuntimeClient) -> dict[str, tuple[str, str]]:
-    """Every pod UID the runtime holds anything for -> (namespace, name)."""
-    found: dict[str, tuple[str, str]] = {}
-    for s in await runtime.list_pod_sandbox():
-        uid = s.labels.get(POD_UID)
-        if uid:
-            found[uid] = (s.labels.get(POD_NAMESPACE, ""), s.labels.get(POD_NAME, ""))
-    for c in await runtime.list_containers():
-        uid = c.labels.get(POD_UID)
-        if uid and uid not in found:
-            found[uid] = (c.labels.get(POD_NAMESPACE, ""), c.labels.get(POD_NAME, ""))
-    return found
