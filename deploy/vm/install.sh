@@ -622,7 +622,7 @@ import_test_images() {
     [ -x "$busybox" ] || { note "no busybox: test images skipped"; return 0; }
     mkdir -p "$out"
     "$PREFIX/.venv/bin/python" "$PREFIX/deploy/images/build.py" --out "$out" --tar --busybox "$busybox" >/dev/null
-    "$PREFIX/.venv/bin/kubeling" images import --runtime-endpoint unix:///run/kubeling/runtime.sock \
+    "$PREFIX/.venv/bin/kubeling" images --runtime-endpoint unix:///run/kubeling/runtime.sock import \
         "$out/shell.tar" "$out/http.tar"
 }
 

@@ -40,6 +40,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,7 @@ def test_units_say_what_the_guide_promises():
     assert {p.stem for p in UNITS_DIR.glob("*.service")} == set(ALL_UNITS)
     for name, unit in units.items():
         assert one(unit, "Service", "Restart") == "on-failure", name
+        assert one(unit, "Unit", "StartLimitIntervalSec") == "0", name
         assert one(unit, "Install", "WantedBy") == "multi-user.target", name
         env_file = one(unit, "Service", "EnvironmentFile")
         assert re.fullmatch(r"/etc/kubeling/[a-z-]+\.env", env_file), name
@@ -446,10 +448,21 @@ exec sleep infinity
         return argv, env, workdir, user
 
     def start(self, name: str, ready: str | None = None, timeout: float = 45) -> None:
+        """Starts the unit's command; waits for READY=1 on $NOTIFY_SOCKET for a
+        Type=notify unit (as systemd does), and for `ready` in its log if given."""
         argv, env, workdir, user = self.command(name)
         if user:
             argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+        notify = None
+        if self.unit(name)["Service"].get("Type") == ["notify"]:
+            path = self.stage / f"{name}.notify"
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(path))
+            os.chmod(path, 0o777)
+            notify.settimeout(0.2)
+            env["NOTIFY_SOCKET"] = str(path)
         log = self.logs / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as f:
             f.write(f"--- {' '.join(argv)}\n".encode())
             f.flush()
@@ -457,10 +470,23 @@ exec sleep infinity
                 ["nsenter", f"--target={self.anchor.pid}", "--mount", "--net", "--",
                  "sh", "-c", 'cd "$0" && exec "$@"', workdir, *argv],
                 env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        if notify is not None:
+            def notified():
+                assert self.procs[name].poll() is None, f"{name} exited:\n{self.tail(name)}"
+                try:
+                    return b"READY=1" in notify.recv(4096)
+                except socket.timeout:
+                    return False
+            try:
+                wait_for(notified, timeout, f"{self.name}: {name} to notify READY=1", lambda: self.tail(name))
+            finally:
+                notify.close()
         if ready:
             def seen():
                 assert self.procs[name].poll() is None, f"{name} exited:\n{self.tail(name)}"
-                return ready in log.read_text(errors="replace")
+                with open(log, "rb") as f:
+                    f.seek(offset)
+                    return ready.encode() in f.read()
             wait_for(seen, timeout, f"{self.name}: {name} to log {ready!r}", lambda: self.tail(name))
 
     def stop(self, name: str, timeout: float = 15) -> None:
@@ -502,11 +528,21 @@ exec sleep infinity
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
-                    if os.readlink(f"/proc/{entry}/ns/mnt") == ns:
+                    if os.readlink(f"/proc/{entry}/ns/mnt") == ns and \
+                            Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                         pids.append(int(entry))
                 except OSError:
                     pass
         return pids
+
+    def describe(self, pids: list[int]) -> str:
+        out = []
+        for pid in pids:
+            try:
+                out.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:100]}")
+            except OSError:
+                pass
+        return ", ".join(out)
 
     def shutdown(self) -> None:
         for name in reversed(list(self.procs)):
@@ -616,6 +652,7 @@ def test_units_run_a_cluster_across_network_namespaces():
     cgroup_root = f"/kubeling-vmtest-{run}"
     node = f"vm-worker-{run}"
     tmp = Path(tempfile.mkdtemp(prefix="kvt-", dir="/tmp"))  # short: unix socket paths live under it
+    tmp.chmod(0o755)  # etcd runs as its own user
     cp = Vm("control-plane", cp_ns, tmp / "cp")
     worker = Vm("worker", worker_ns, tmp / "w1")
     made_netns: list[str] = []
@@ -656,7 +693,7 @@ def test_units_run_a_cluster_across_network_namespaces():
 
         # Boot the control plane: the units' exact command lines, in unit order.
         cp.boot()
-        cp.start("kubeling-etcd", ready="ready to serve client requests")
+        cp.start("kubeling-etcd")  # Type=notify: READY=1
         cp.start("kubeling-apiserver", ready=f"apiserver listening on {cp_ip}:6443")
         cp.start("kubeling-controller-manager", ready="controller-manager")
         cp.start("kubeling-scheduler", ready="scheduler")
@@ -697,8 +734,8 @@ def test_units_run_a_cluster_across_network_namespaces():
         images = tmp / "images"
         sh(str(VENV / "bin" / "python"), str(ROOT / "deploy" / "images" / "build.py"), "--out", str(images),
            "--tar", "--busybox", shutil.which("busybox"), timeout=120)
-        worker.run(f"{PREFIX}/.venv/bin/kubeling", "images", "import", "--runtime-endpoint",
-                   "unix:///run/kubeling/runtime.sock", str(images / "shell.tar"), str(images / "http.tar"),
+        worker.run(f"{PREFIX}/.venv/bin/kubeling", "images", "--runtime-endpoint",
+                   "unix:///run/kubeling/runtime.sock", "import", str(images / "shell.tar"), str(images / "http.tar"),
                    timeout=120)
 
         # The README's app with a NodePort Service, reached on the worker's address.
@@ -706,12 +743,29 @@ def test_units_run_a_cluster_across_network_namespaces():
         kubeling("rollout", "status", "deployment/web", "-n", "shop", "--timeout", "90s", timeout=120)
 
         def via_node_port():
-            proc = subprocess.run(["nsenter", f"--net=/run/netns/{cp_ns}", "--", "busybox", "wget", "-q",
-                                   "-T", "2", "-O", "-", f"http://{worker_ip}:30080/"],
-                                  capture_output=True, text=True, timeout=10)
+            fetch = f"import urllib.request as u; print(u.urlopen('http://{worker_ip}:30080/', timeout=2).read().decode())"
+            proc = subprocess.run(["nsenter", f"--net=/run/netns/{cp_ns}", "--", str(VENV / "bin" / "python"), "-c",
+                                   fetch], capture_output=True, text=True, timeout=10)
             return proc.returncode == 0 and proc.stdout.strip()
         hostname = wait_for(via_node_port, 30, f"the app on {worker_ip}:30080", details)
         assert hostname.startswith("web-"), hostname
+
+        # Restarting the runtime as systemd does with KillMode=process (SIGTERM to
+        # its main process only), and the node agent with it (Requires=), keeps
+        # every container: same ids, no restart, the app still answers.
+        def containers() -> dict[str, list]:
+            return {p["metadata"]["name"]: sorted((c["containerID"], c.get("restartCount", 0))
+                                                  for c in p["status"]["containerStatuses"])
+                    for p in get_json("pods", "-n", "shop")["items"]}
+        before = containers()
+        conmons = cgroup_pids(cgroup_root)
+        worker.stop("kubeling-node-agent")
+        worker.stop("kubeling-runtime")
+        assert set(conmons) <= set(cgroup_pids(cgroup_root)), "a container process died with the runtime"
+        worker.start("kubeling-runtime", ready="serving CRI on")
+        worker.start("kubeling-node-agent", ready="node agent ready")
+        assert wait_for(via_node_port, 30, "the app after the restart", details).startswith("web-")
+        assert containers() == before
 
         # Remove the node as the guide says: cordon, delete its pods, stop its units, delete the Node.
         doc = get_json("node", node)
@@ -734,6 +788,13 @@ def test_units_run_a_cluster_across_network_namespaces():
         for name in cp.procs:
             assert cp.alive(name), f"{name} died:\n{cp.tail(name)}"
         assert time.monotonic() - started < 120, "the VM test should stay under two minutes"
+    except BaseException:
+        # KVT_PAUSE=SECONDS: after a failure, keep the VMs up that long to look
+        # around (their names and paths are written to /tmp/kvt-debug).
+        if os.environ.get("KVT_PAUSE"):
+            Path("/tmp/kvt-debug").write_text(f"{tmp} {cp_ns} {worker_ns} {cp.anchor.pid} {worker.anchor.pid if worker.anchor else 0} {worker_ip}\n")
+            time.sleep(float(os.environ["KVT_PAUSE"]))
+        raise
     finally:
         problems = []
         for vm in (worker, cp):
@@ -749,9 +810,10 @@ def test_units_run_a_cluster_across_network_namespaces():
             if sh("ip", "netns", "delete", ns, check=False).returncode != 0:
                 problems.append(f"netns {ns}")
         for vm in (worker, cp):
-            left = vm.processes()
-            if left:
-                problems.append(f"{vm.name}: processes {left}")
+            try:
+                wait_for(lambda: not vm.processes(), 10, f"{vm.name}'s processes to end")
+            except AssertionError:
+                problems.append(f"{vm.name}: processes {vm.describe(vm.processes())}")
         with open("/proc/mounts") as f:
             problems += [f"mount {line.split()[1]}" for line in f if str(tmp) in line]
         shutil.rmtree(tmp, ignore_errors=True)
