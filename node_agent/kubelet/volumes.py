@@ -19,7 +19,8 @@ modes of the files themselves):
   a subPath mount, as in Kubernetes). File modes come from `items[].mode`,
   then `defaultMode`; secret files default to 0400 (the API server fills
   in 0644 when the manifest says nothing, so 0644 on a secret volume is
-  read as "not set"). Both are mounted read-only.
+  read as "not set"). Both are mounted read-only. A secret volume is a
+  tmpfs of its own, so secrets are never written to the node's disk.
 
 `setup` is idempotent and is called on every sync of a running pod, so
 changed ConfigMaps and Secrets reach their volumes within a sync period.
@@ -238,6 +239,9 @@ class VolumeManager:
         if v.HasField("config_map") or v.HasField("secret"):
             files = payload(v, config_maps, secrets, namespace)
             path.mkdir(parents=True, exist_ok=True)
+            if v.HasField("secret") and not _mounts_under(path):
+                # Secrets live in memory only, as in Kubernetes: never on the node's disk.
+                _mount_tmpfs(path, "mode=0755")
             write_atomic(path, files or {})
             return PreparedVolume(v.name, path, read_only=True,
                                   kind="configMap" if v.HasField("config_map") else "secret")
@@ -255,10 +259,7 @@ class VolumeManager:
                     options += f",size={parse_quantity(raw).value()}"
                 except QuantityError as e:
                     raise VolumeError(f"sizeLimit: {e}") from None
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise VolumeError(f"mounting tmpfs: {r.stderr.strip()}")
+            _mount_tmpfs(path, options)
         return PreparedVolume(v.name, path, kind="emptyDir")
 
     def mounts(self, container: Message, volumes: dict[str, PreparedVolume]) -> list[api_pb2.Mount]:
@@ -300,6 +301,13 @@ class VolumeManager:
             return [p.name for p in self.pods_dir.iterdir() if p.is_dir()]
         except OSError:
             return []
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise VolumeError(f"mounting tmpfs: {r.stderr.strip()}")
 
 
 def _check_host_path(path: str, type_: str) -> Path:

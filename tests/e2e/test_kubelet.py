@@ -296,6 +296,7 @@ async def test_env_and_volumes_from_config_maps_and_secrets(env):
     assert mode == "400"
     assert env.node.exec(cid, "sh", "-c", "echo x > /etc/sec/new").exit_code != 0
     sec_dir = env.volume_dir(pod, "sec")
+    assert os.path.ismount(sec_dir)  # a tmpfs: secrets never reach the node's disk
     assert stat.S_IMODE(os.stat(sec_dir.parents[2]).st_mode) == 0o700  # the pod's directory
 
     # An update of the ConfigMap reaches the running container's files.

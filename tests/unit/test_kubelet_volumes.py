@@ -137,3 +137,20 @@ def test_sub_paths_stay_inside_their_volume(tmp_path):
     del c.volume_mounts[1]
     (m,) = vm.mounts(c, prepared)
     assert m.host_path == str(prepared["s"].path / "logs" / "app") and os.path.isdir(m.host_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_secret_volumes_live_in_memory_and_go_with_the_pod(tmp_path):
+    vm = VolumeManager(tmp_path / "pods")
+    p = pod([{"name": "sec", "secret": {"secretName": "sec"}}])
+    try:
+        prepared = vm.setup(p, {}, {"sec": SECRET})
+        path = prepared["sec"].path
+        assert os.path.ismount(path)
+        assert (path / "password").read_bytes() == b"pw"
+        vm.setup(p, {}, {"sec": SECRET})        # again: one mount, not two
+        with open("/proc/self/mountinfo") as f:
+            assert sum(1 for line in f if line.split()[4] == str(path)) == 1
+    finally:
+        vm.teardown("uid-1")
+    assert not path.exists()
