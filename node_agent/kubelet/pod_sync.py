@@ -292,11 +292,8 @@ class PodSyncer:
                 log.warning("pod %s: the runtime reports neither an address nor a network namespace; "
                             "the pod has loopback only", pod.metadata.name)
             else:
-                mappings = [(m.host_port, m.container_port, "tcp" if m.protocol == 0 else
-                             ("udp" if m.protocol == 1 else "sctp"), m.host_ip)
-                            for m in cri_config.port_mappings(pod)]
                 attached = await self.network.add(sid, rec.netns, pod.metadata.namespace, pod.metadata.name,
-                                                  pod.metadata.uid, mappings)
+                                                  pod.metadata.uid, _host_ports(pod))
                 rec.pod_ip, rec.network_attached = attached.ip, True
         self.states.save(rec)
 
@@ -313,7 +310,7 @@ class PodSyncer:
             await self.network.delete(sandbox.id, rec.netns, pod.metadata.namespace, pod.metadata.name,
                                       pod.metadata.uid)
             attached = await self.network.add(sandbox.id, rec.netns, pod.metadata.namespace,
-                                              pod.metadata.name, pod.metadata.uid)
+                                              pod.metadata.name, pod.metadata.uid, _host_ports(pod))
             rec.pod_ip, rec.network_attached = attached.ip, True
         self.states.save(rec)
 
@@ -606,6 +603,13 @@ class _Ctx:
     secrets: dict
     p: _Pass
     env_sources: tuple[dict, dict] | None = None
+
+
+def _host_ports(pod: Message) -> list[tuple[int, int, str, str]]:
+    """(host port, container port, protocol, host IP) of the pod's hostPorts, for the network's Add."""
+    names = {0: "tcp", 1: "udp", 2: "sctp"}
+    return [(m.host_port, m.container_port, names.get(m.protocol, "tcp"), m.host_ip)
+            for m in cri_config.port_mappings(pod)]
 
 
 def deadline_left(pod: Message, now: float) -> float | None:
