@@ -28,9 +28,22 @@ def main() -> None:
         lo, hi = (int(x) for x in args.service_node_port_range.split("-"))
     except ValueError:
         parser.error(f"--service-node-port-range: expected FIRST-LAST, got {args.service_node_port_range!r}")
-    asyncio.run(_run(ApiServer(args.etcd_servers.split(","), args.bind,
-                               service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi),
-                               advertise_address=args.advertise_address)))
+    server = ApiServer(args.etcd_servers.split(","), args.bind,
+                       service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi),
+                       advertise_address=args.advertise_address)
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        runner.run(_run(server))
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed, else asyncio's own loop. The server spends
+    most of its time in the event loop running gRPC callbacks; uvloop makes
+    each request cheaper (tests/bench: about 5-15% less CPU per create)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 async def _run(server: ApiServer) -> None:

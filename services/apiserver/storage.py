@@ -335,6 +335,11 @@ class Storage:
         """
         if self._closed:
             raise StorageError("storage is closed")
+        # The common case, on every request: the active member is connected.
+        client = self._clients[self._active]
+        if (client is not None and client.channel is not None
+                and client.channel.get_state() == grpc.ChannelConnectivity.READY):
+            return self.endpoints[self._active], client
         n = len(self.endpoints)
         order = [(self._active + i) % n for i in range(n)]
         problems: dict[str, str] = {}

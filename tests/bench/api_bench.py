@@ -1,9 +1,19 @@
 """API server benchmarks: create throughput against raw etcd, latency at a
-steady rate, and watch fan-out delay."""
+steady rate, and watch fan-out delay.
+
+Throughput is measured in ROUNDS rounds, each a raw etcd run and an API run
+back to back, so that both see the same machine load (it varies a lot on a
+shared two-core machine); the figures are medians, the ratio the median of
+the per-round ratios. Both loops are one Python process with CONCURRENCY
+tasks on one connection, so they compare like with like. CPU time per create
+is reported for the API server process (all its threads), for etcd and for
+this client process, to show which one a run was limited by.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -17,7 +27,8 @@ from kubeling.client.api_client import ApiClient
 from tests.integration.conftest import ApiServerProcess
 
 CONCURRENCY = 32
-CREATES = 3000
+CREATES = 3000  # per round
+ROUNDS = 3
 STEADY_RPS = 100
 STEADY_SECONDS = 5
 WATCHERS = 100
@@ -38,6 +49,13 @@ def _configmap(ns: str, name: str) -> core_pb2.ConfigMap:
     return cm
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _in_parallel(n_total: int, concurrency: int, op: Callable[[int], "asyncio.Future"]) -> float:
     """Run op(i) for i in range(n_total) with `concurrency` workers; returns seconds."""
     counter = iter(range(n_total))
@@ -50,21 +68,72 @@ async def _in_parallel(n_total: int, concurrency: int, op: Callable[[int], "asyn
     return time.perf_counter() - start
 
 
-async def raw_etcd_puts(endpoint: str) -> float:
+class _CpuMeter:
+    """CPU seconds used by the given processes and by this one over a block."""
+
+    def __init__(self, **pids: int):
+        self.pids = pids
+        self.used: dict[str, float] = {}
+
+    def __enter__(self) -> "_CpuMeter":
+        self._start = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._own = time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.used = {name: _cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        self.used["client"] = time.process_time() - self._own
+
+
+async def raw_etcd_puts(endpoint: str, etcd_pid: int) -> tuple[float, dict[str, float]]:
+    """Puts per second, and CPU seconds per put of etcd and of this client."""
     host, port = endpoint.rsplit(":", 1)
     async with aetcd.Client(host=host, port=int(port)) as etcd:
         value = _configmap("bench", "x").SerializeToString()
         prefix = f"/bench-raw/{uuid.uuid4().hex}/".encode()
-        seconds = await _in_parallel(CREATES, CONCURRENCY,
-                                     lambda i: etcd.put(prefix + str(i).encode(), value))
+        await etcd.put(prefix + b"warm-up", value)
+        with _CpuMeter(etcd=etcd_pid) as meter:
+            seconds = await _in_parallel(CREATES, CONCURRENCY,
+                                         lambda i: etcd.put(prefix + str(i).encode(), value))
         await etcd.delete_prefix(prefix)
-    return CREATES / seconds
+    return CREATES / seconds, {k: v / CREATES for k, v in meter.used.items()}
 
 
-async def api_creates(client: ApiClient, ns: str) -> float:
-    seconds = await _in_parallel(CREATES, CONCURRENCY,
-                                 lambda i: client.create(_configmap(ns, f"cm-{i}")))
-    return CREATES / seconds
+async def api_creates(server: ApiServerProcess, client: ApiClient, ns: str,
+                      prefix: str = "cm-") -> tuple[float, dict[str, float]]:
+    """Creates per second, and CPU seconds per create of the API server, etcd and this client."""
+    with _CpuMeter(apiserver=server.proc.pid, etcd=server.etcd.pid) as meter:
+        seconds = await _in_parallel(CREATES, CONCURRENCY,
+                                     lambda i: client.create(_configmap(ns, f"{prefix}{i}")))
+    return CREATES / seconds, {k: v / CREATES for k, v in meter.used.items()}
+
+
+async def throughput(server: ApiServerProcess, client: ApiClient, ns: str, report) -> None:
+    """Raw etcd puts and API creates, ROUNDS times back to back."""
+    raw_rates, api_rates, ratios = [], [], []
+    raw_cpu: list[dict[str, float]] = []
+    api_cpu: list[dict[str, float]] = []
+    for r in range(ROUNDS):
+        raw, cpu = await raw_etcd_puts(server.etcd.endpoint, server.etcd.pid)
+        raw_rates.append(raw)
+        raw_cpu.append(cpu)
+        rate, cpu = await api_creates(server, client, ns, prefix=f"cm-{r}-")
+        api_rates.append(rate)
+        api_cpu.append(cpu)
+        ratios.append(rate / raw)
+
+    def us(samples: list[dict[str, float]], name: str) -> float:
+        return statistics.median(s[name] for s in samples) * 1e6
+
+    rounds = f"concurrency {CONCURRENCY}, median of {ROUNDS} rounds"
+    report("etcd_raw_puts_per_second", statistics.median(raw_rates), f"puts/s ({rounds})")
+    report("api_creates_per_second", statistics.median(api_rates), f"creates/s ({rounds})")
+    report("api_creates_to_raw_etcd_ratio", statistics.median(ratios),
+           "ratio (median of the rounds: " + ", ".join(f"{x:.3f}" for x in ratios) + ")")
+    report("apiserver_cpu_per_create", us(api_cpu, "apiserver"), "us (API server process, all threads)")
+    report("etcd_cpu_per_create", us(api_cpu, "etcd"), f"us (per raw put: {us(raw_cpu, 'etcd'):.0f} us)")
+    report("bench_client_cpu_per_create", us(api_cpu, "client"),
+           f"us (per raw put: {us(raw_cpu, 'client'):.0f} us)")
 
 
 async def steady_latency(client: ApiClient, ns: str) -> tuple[list[float], list[float]]:
@@ -144,11 +213,7 @@ async def run(tmp: Path, report) -> None:
         ns.metadata.name = "bench"
         await client.create(ns)
 
-        raw = await raw_etcd_puts(server.etcd.endpoint)
-        report("etcd_raw_puts_per_second", raw, f"puts/s (concurrency {CONCURRENCY})")
-        creates = await api_creates(client, "bench")
-        report("api_creates_per_second", creates, f"creates/s (concurrency {CONCURRENCY})")
-        report("api_creates_to_raw_etcd_ratio", creates / raw, "ratio")
+        await throughput(server, client, "bench", report)
 
         c_lat, g_lat = await steady_latency(client, "bench")
         report("create_latency_p50_at_100rps", _pct(c_lat, 50) * 1000, "ms")
