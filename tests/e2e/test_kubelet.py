@@ -335,7 +335,7 @@ async def test_a_failing_liveness_probe_restarts_the_container_once_per_failure(
     script = ("touch /tmp/healthy; if [ ! -f /state/ran ]; then touch /state/ran; sleep 2; rm /tmp/healthy; fi; "
               "exec sleep 3600")
     container = shell("app", script, volumeMounts=[{"name": "state", "mountPath": "/state"}],
-                      livenessProbe={"exec": {"command": ["cat", "/tmp/healthy"]},
+                      livenessProbe={"exec": {"command": ["cat", "/tmp/healthy"]}, "initialDelaySeconds": 1,
                                      "periodSeconds": 1, "failureThreshold": 2})
     await env.run("lively", [container], volumes=[{"name": "state", "emptyDir": {}}],
                   terminationGracePeriodSeconds=1)
@@ -345,12 +345,13 @@ async def test_a_failing_liveness_probe_restarts_the_container_once_per_failure(
                          cstatus(p, "app").state.HasField("running"), 30, "one restart")
     cs = cstatus(pod, "app")
     assert env.container_id(pod, "app") != first_id
-    assert cs.last_state.terminated.exit_code == 137  # SIGKILL after the grace period (sleep ignores TERM)
-    assert cs.last_state.terminated.container_id.endswith(first_id)
+    assert cs.last_state.terminated.exit_code == 137, cs  # SIGKILL after the grace period (sleep ignores TERM)
+    assert cs.last_state.terminated.container_id.endswith(first_id), cs
     # The healthy replacement is left alone.
     await asyncio.sleep(4)
     pod = await env.get("lively")
-    assert cstatus(pod, "app").restart_count == 1 and cstatus(pod, "app").state.HasField("running")
+    cs = cstatus(pod, "app")
+    assert cs.restart_count == 1 and cs.state.HasField("running"), (cs, await env.events("lively"))
     events = await env.events("lively")
     assert any(r == "Unhealthy" and m.startswith("Liveness probe failed") for r, m in events)
     assert any(r == "Killing" and "failed liveness probe, will be restarted" in m for r, m in events)
