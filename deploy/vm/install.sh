@@ -3,6 +3,7 @@
 #
 #   deploy/vm/install.sh control-plane [--node-ip IP] [--etcd-servers A,B | (local etcd)] ...
 #   deploy/vm/install.sh worker --api-server HOST:PORT [--node-name NAME] [--node-ip IP] ...
+#   deploy/vm/install.sh remove [--force] [--purge]
 #   deploy/vm/install.sh --help
 #
 # What it does, in order (every step is idempotent; a second run with the
@@ -43,6 +44,11 @@ Roles:
   control-plane   etcd (local, or --etcd-servers), API server, scheduler,
                   controller manager, cluster DNS
   worker          network service, runtime, node agent, proxy
+  remove          take kubeling off this machine: stop and disable its
+                  units, remove the pod network's links, nftables tables,
+                  routes and cgroups, the units, /etc/kubeling and the
+                  prefix. Refuses while containers run (drain the node
+                  first). Keeps /var/lib/kubeling (etcd data, images)
 
 Options (both roles):
   --node-ip IP              this machine's address on the cluster network
@@ -86,6 +92,10 @@ worker:
   --cluster-domain DOMAIN   default cluster.local
   --cgroup-root PATH        cgroup under which pods run (default /kubeling)
   --no-test-images          do not build and import the test images
+
+remove:
+  --force                   kill the containers still running here
+  --purge                   also delete /var/lib/kubeling
 EOF
 }
 
@@ -100,13 +110,15 @@ NO_START=0
 SKIP_DEPS=0
 TEST_IMAGES=1
 LOCAL_ETCD_OPT=0
+FORCE=0
+PURGE=0
 declare -A OPT=()
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 case "$1" in
     -h|--help) usage; exit 0 ;;
-    control-plane|worker) ROLE=$1; shift ;;
-    *) die "unknown role '$1': expected control-plane or worker (see --help)" ;;
+    control-plane|worker|remove) ROLE=$1; shift ;;
+    *) die "unknown role '$1': expected control-plane, worker or remove (see --help)" ;;
 esac
 
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
@@ -123,6 +135,8 @@ while [ $# -gt 0 ]; do
         --skip-deps) SKIP_DEPS=1; shift ;;
         --no-test-images) TEST_IMAGES=0; shift ;;
         --local-etcd) LOCAL_ETCD_OPT=1; shift ;;
+        --force) FORCE=1; shift ;;
+        --purge) PURGE=1; shift ;;
         --pod-cidr) need_value "$@"; OPT[cluster-cidr]=$2; shift 2 ;;
         --node-ip|--cluster-cidr|--api-bind|--advertise-address|--etcd-servers|--service-cidr|\
         --node-port-range|--node-cidr-mask-size|--dns-listen|--dns-upstream|--cluster-domain|\
@@ -144,6 +158,11 @@ only_for control-plane api-bind advertise-address etcd-servers service-cidr node
 only_for worker api-server node-name network-mode cluster-dns cgroup-root
 [ "$ROLE" = worker ] || [ "$TEST_IMAGES" = 1 ] || die "--no-test-images is an option of the worker role"
 [ "$ROLE" = control-plane ] || [ "$LOCAL_ETCD_OPT" = 0 ] || die "--local-etcd is an option of the control-plane role"
+if [ "$ROLE" = remove ]; then
+    [ ${#OPT[@]} = 0 ] || die "remove takes only --force, --purge, --prefix and --root"
+else
+    [ "$FORCE" = 0 ] && [ "$PURGE" = 0 ] || die "--force and --purge are options of remove"
+fi
 [ "$LOCAL_ETCD_OPT" = 0 ] || [ -z "${OPT[etcd-servers]+x}" ] || die "--local-etcd and --etcd-servers exclude each other"
 
 # ------------------------------------------------------------------ checks
@@ -161,6 +180,8 @@ case " $os_id $os_like " in
     *) die "this installer supports Debian and Ubuntu only (it uses apt, dpkg and Debian's packages of etcd, runc, conmon, nftables); this is $os_name" ;;
 esac
 command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "kubeling needs Python 3.11 or later; python3 here is $(python3 -V 2>&1 | cut -d' ' -f2) (Debian 12 has 3.11; Ubuntu 24.04 has 3.12)"
 
 case "$ROOT" in /*) ;; *) ROOT=$(pwd)/$ROOT ;; esac
 ROOT=${ROOT%/}
@@ -248,6 +269,23 @@ quote_env() {  # a value as systemd's EnvironmentFile reads it back
 }
 
 # ------------------------------------------------------------------ files
+mounts_under() {  # mount points at or below $1 (absolute), from /proc/self/mountinfo
+    local dir=${1%/}
+    awk -v d="$dir" '{ p = $5; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) print p }' \
+        /proc/self/mountinfo
+}
+# rm -rf that never reaches through a mount: a file system mounted below
+# the directory (a bind mount of something precious, a container's rootfs)
+# stops it with a message instead of being emptied.
+safe_rm_rf() {
+    local target found
+    for target in "$@"; do
+        [ -e "$target" ] || [ -L "$target" ] || continue
+        found=$(mounts_under "$(cd "$target" 2>/dev/null && pwd -P || echo "$target")")
+        [ -z "$found" ] || die "not removing $target: something is mounted there ($(echo $found)); unmount it first"
+        rm -rf --one-file-system "$target"
+    done
+}
 CHANGED=()     # units whose unit or env file changed in this run
 ENV_CHANGED=0
 changed_file=0
@@ -266,29 +304,46 @@ put_file() {
     fi
 }
 
-copy_project() {
-    local dest
-    dest=$(r "$PREFIX")
-    if [ "$(cd "$SOURCE" && pwd -P)" = "$(mkdir -p "$dest" && cd "$dest" && pwd -P)" ]; then
-        note "running from $PREFIX itself: nothing to copy"
-        return
-    fi
-    [ -f "$SOURCE/pyproject.toml" ] && [ -d "$SOURCE/services" ] && [ -f "$SOURCE/deploy/install-deps.sh" ] \
-        || die "$SOURCE does not look like a kubeling checkout"
-    if [ -n "$(ls -A "$dest")" ] && [ ! -f "$dest/.kubeling-install" ]; then
-        die "$PREFIX exists and was not made by this installer (no .kubeling-install in it); move it away or choose --prefix"
-    fi
-    # Replace everything but the virtual environment (install-deps.sh keeps it
-    # up to date), so files removed upstream go away here too.
-    find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+# The project as copied: the checkout without .git, .venv, caches and outputs.
+project_tar() {
     tar -C "$SOURCE" --exclude=./.git --exclude=./.venv --exclude=./tests/node/node_modules \
         --exclude=__pycache__ --exclude='*.pyc' --exclude=./.pytest_cache --exclude=./deploy/images/out \
-        --exclude=./tests/bench/results.json -cf - . | tar -C "$dest" -xf -
+        --exclude=./tests/bench/results.json --exclude=./.kubeling-install \
+        --sort=name --owner=0 --group=0 --numeric-owner -cf - .
+}
+
+CODE_CHANGED=0
+copy_project() {
+    local dest tree previous=""
+    dest=$(r "$PREFIX")
+    [ -f "$SOURCE/pyproject.toml" ] && [ -d "$SOURCE/services" ] && [ -f "$SOURCE/deploy/install-deps.sh" ] \
+        || die "$SOURCE does not look like a kubeling checkout"
+    mkdir -p "$dest"
+    if [ -n "$(ls -A "$dest" | grep -vx .venv)" ] && [ ! -f "$dest/.kubeling-install" ] \
+        && [ "$(cd "$SOURCE" && pwd -P)" != "$(cd "$dest" && pwd -P)" ]; then
+        die "$PREFIX exists and was not made by this installer (no .kubeling-install in it); move it away or choose --prefix"
+    fi
+    tree=$(project_tar | sha256sum | cut -d' ' -f1)
+    [ -f "$dest/.kubeling-install" ] && previous=$(sed -n 's/^tree=//p' "$dest/.kubeling-install")
+    if [ "$tree" = "$previous" ]; then
+        note "$PREFIX is up to date with $SOURCE"
+        return
+    fi
+    CODE_CHANGED=1
+    if [ "$(cd "$SOURCE" && pwd -P)" != "$(cd "$dest" && pwd -P)" ]; then
+        # Replace everything but the virtual environment (install-deps.sh keeps
+        # it up to date), so files removed upstream go away here too.
+        local entry
+        for entry in "$dest"/* "$dest"/.[!.]*; do
+            [ "$(basename "$entry")" = .venv ] || safe_rm_rf "$entry"
+        done
+        project_tar | tar -C "$dest" -xf -
+    fi
     local rev=""
     rev=$(git -C "$SOURCE" rev-parse --short HEAD 2>/dev/null || true)
-    printf 'source=%s\nrevision=%s\ninstalled=%s\n' "$SOURCE" "${rev:-unknown}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-        >"$dest/.kubeling-install"
-    note "copied $SOURCE to ${dest#"$ROOT"}${rev:+ (revision $rev)}"
+    printf 'source=%s\nrevision=%s\ntree=%s\ninstalled=%s\n' "$SOURCE" "${rev:-unknown}" "$tree" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dest/.kubeling-install"
+    note "installed $SOURCE in ${dest#"$ROOT"}${rev:+ (revision $rev)}"
 }
 
 install_deps() {
@@ -298,6 +353,14 @@ install_deps() {
     fi
     local had_registry=0
     dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q "ok installed" && had_registry=1
+    # install-deps.sh makes the venv with python3 -m venv, which on Debian
+    # and Ubuntu needs python3-venv.
+    if [ "$(readlink -f "$(command -v python3)")" = "$(readlink -f /usr/bin/python3)" ] \
+        && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "ok installed"; then
+        note "installing python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
+    fi
     note "running $PREFIX/deploy/install-deps.sh (Debian packages and $PREFIX/.venv)"
     "$PREFIX/deploy/install-deps.sh"
     # install-deps.sh serves the tests too: Debian's docker-registry package
@@ -593,8 +656,8 @@ start_units() {
     systemctl daemon-reload
     local u
     for u in "${UNITS[@]}"; do
-        if was_changed "$u" && systemctl is-active -q "$u"; then
-            note "restarting $u (its configuration changed)"
+        if { [ "$CODE_CHANGED" = 1 ] || was_changed "$u"; } && systemctl is-active -q "$u"; then
+            note "restarting $u (its code or configuration changed)"
             systemctl restart "$u"
         else
             systemctl start "$u"
@@ -647,7 +710,94 @@ start_and_check() {
     fi
 }
 
+# ------------------------------------------------------------------ remove
+# Takes kubeling off this machine. With --root, only the files under it.
+remove_machine() {
+    local units=() f u d
+    for d in "$(r "$PREFIX")" "$(r /etc/kubeling)" "$(r /run/kubeling)"; do
+        [ -d "$d" ] || continue
+        [ -z "$(mounts_under "$(cd "$d" && pwd -P)")" ] \
+            || die "something is mounted under $d ($(echo $(mounts_under "$(cd "$d" && pwd -P)"))): unmount it first"
+    done
+    for f in "$(r /etc/systemd/system)"/kubeling-*.service; do
+        [ -e "$f" ] || continue
+        u=$(basename "$f" .service); units+=("$u")
+    done
+    local live=0
+    [ -z "$ROOT" ] && [ -d /run/systemd/system ] && live=1
+    # Containers still here: refuse (their pods would vanish without the
+    # control plane knowing why), or with --force kill them.
+    local runc_root ids=""
+    runc_root=$(r /var/lib/kubeling/runtime/runc)
+    if [ -d "$runc_root" ] && command -v runc >/dev/null; then
+        ids=$(runc --root "$runc_root" list -q 2>/dev/null || true)
+    fi
+    if [ -n "$ids" ] && [ "$FORCE" = 0 ]; then
+        die "$(echo "$ids" | wc -l) container(s) still run here: drain the node first (deploy/README.md, \"Removing a node\"), or pass --force to kill them"
+    fi
+    if [ ${#units[@]} -gt 0 ]; then
+        if [ "$live" = 1 ]; then
+            systemctl disable --now -q "${units[@]/%/.service}" || true
+        elif command -v systemctl >/dev/null; then
+            systemctl_root disable -q "${units[@]/%/.service}" 2>/dev/null || true
+        fi
+        note "$([ "$live" = 1 ] && echo "stopped and disabled" || echo disabled): ${units[*]}"
+    fi
+    local id
+    for id in $ids; do
+        runc --root "$runc_root" kill "$id" KILL >/dev/null 2>&1 || true
+        runc --root "$runc_root" delete --force "$id" >/dev/null 2>&1 || true
+        note "killed container $id"
+    done
+    if [ -z "$ROOT" ]; then
+        # What the runtime and the network service leave when stopped: mounts
+        # of containers (--force), the pod bridge, the VXLAN device, the
+        # nftables tables, the routes to other nodes' pods, the pods' cgroups.
+        local m
+        for m in $(awk '$2 ~ "^/var/lib/kubeling/" {print $2}' /proc/mounts | sort -r); do
+            umount -l "$m" 2>/dev/null && note "unmounted $m"
+        done
+        for link in kubeling0 kubeling.vxlan; do
+            ip link delete "$link" 2>/dev/null && note "deleted link $link"
+        done
+        if command -v nft >/dev/null; then
+            for table in kubeling kubeling_masq kubeling_hostport; do
+                nft delete table ip "$table" 2>/dev/null && note "deleted nftables table ip $table"
+            done
+        fi
+        ip route flush proto 108 2>/dev/null || true
+        local cgroup_root=/kubeling
+        read_env /etc/kubeling/worker.env
+        [ -n "${OLD[KUBELING_CGROUP_ROOT]:-}" ] && cgroup_root=${OLD[KUBELING_CGROUP_ROOT]}
+        local top
+        for top in /sys/fs/cgroup"$cgroup_root" /sys/fs/cgroup/*"$cgroup_root"; do
+            [ -d "$top" ] || continue
+            find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+            [ -d "$top" ] && echo "$PROG: warning: could not remove cgroup $top (processes left in it?)" >&2
+        done
+    fi
+    for u in "${units[@]}"; do rm -f "$(r /etc/systemd/system/$u.service)"; done
+    [ "$live" = 1 ] && systemctl daemon-reload
+    safe_rm_rf "$(r /etc/kubeling)" "$(r /run/kubeling)"
+    [ "$(readlink "$(r /usr/local/bin/kubeling)" 2>/dev/null)" = "$PREFIX/.venv/bin/kubeling" ] && rm -f "$(r /usr/local/bin/kubeling)"
+    [ "$(readlink "$(r /root/.kubeling/config)" 2>/dev/null)" = /etc/kubeling/client.config ] && rm -f "$(r /root/.kubeling/config)"
+    if [ -f "$(r "$PREFIX")/.kubeling-install" ]; then
+        safe_rm_rf "$(r "$PREFIX")"
+    fi
+    if [ "$PURGE" = 1 ]; then
+        safe_rm_rf "$(r /var/lib/kubeling)"
+        note "removed /var/lib/kubeling"
+    else
+        [ -d "$(r /var/lib/kubeling)" ] && note "kept /var/lib/kubeling (etcd data, images, state): --purge deletes it"
+    fi
+    note "kubeling removed from this machine"
+}
+
 # ------------------------------------------------------------------ main
+if [ "$ROLE" = remove ]; then
+    remove_machine
+    exit 0
+fi
 # Every option is checked before anything is touched.
 if [ "$ROLE" = control-plane ]; then configure_control_plane; else configure_worker; fi
 copy_project

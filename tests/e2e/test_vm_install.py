@@ -307,6 +307,15 @@ def test_install_stages_worker(tmp_path):
     argv = expand_exec(one(agent, "Service", "ExecStart"), env)
     assert argv[-4:] == ["--node-labels", "disk=ssd", "--max-pods", "50"]
 
+    # remove takes the files away again; /var/lib/kubeling only with --purge.
+    (root / "var" / "lib" / "kubeling" / "runtime").mkdir(parents=True)
+    assert "kept /var/lib/kubeling" in install("remove", "--root", str(root), "--prefix", "/srv/kl").stdout
+    left = {k for k in staged_files(root, "/srv/kl")}
+    assert not left, left
+    assert not (root / "srv" / "kl").exists() and (root / "var" / "lib" / "kubeling").exists()
+    install("remove", "--root", str(root), "--purge")
+    assert not (root / "var" / "lib" / "kubeling").exists()
+
 
 def test_install_refuses_bad_input_non_root_and_non_debian(tmp_path):
     root = tmp_path / "r"
@@ -366,13 +375,19 @@ def wait_for(predicate, timeout: float, what: str, details=lambda: ""):
 
 class Vm:
     """A machine standing in for a VM: a network namespace, and a mount
-    namespace (held by an anchor process) in which the staged root's
-    /opt/kubeling, /var/lib/kubeling and /run/kubeling are at their real paths."""
+    namespace (held by an anchor process) in which /etc, /root and /usr/local
+    are copy-on-write overlays of the host's (their changes land in
+    <stage>/upper, the host sees none), /opt and /run are empty tmpfs, and
+    /var/lib is a tmpfs with <stage>/var/lib/kubeling at /var/lib/kubeling.
+    install.sh runs in it as on a VM, at the real paths."""
+
+    OVERLAYS = {"/etc": "etc", "/root": "root", "/usr/local": "usr-local"}
 
     def __init__(self, name: str, netns: str, stage: Path):
         self.name = name
         self.netns = netns
         self.stage = stage
+        self.etc = stage / "upper" / "etc"  # what install.sh wrote to /etc
         self.anchor: subprocess.Popen | None = None
         self.mnt_ns = ""
         self.procs: dict[str, subprocess.Popen] = {}
@@ -381,32 +396,42 @@ class Vm:
     # --- the machine
 
     def boot(self) -> None:
+        lines = ["set -e"]
+        for target, name in self.OVERLAYS.items():
+            upper, work = self.stage / "upper" / name, self.stage / "work" / name
+            upper.mkdir(parents=True)
+            work.mkdir(parents=True)
+            lines.append(f"mount -t overlay vm-{name} -o lowerdir={target},upperdir={upper},workdir={work} {target}")
         for d in ("var/lib/kubeling", "run/kubeling"):
             (self.stage / d).mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        venv_mount = self.stage / PREFIX.lstrip("/") / ".venv"
-        venv_mount.mkdir(exist_ok=True)  # install-deps.sh would make it; this checkout's stands in
-        script = f"""set -e
-mount -t tmpfs -o mode=0755 vm-opt /opt
-mkdir -p {PREFIX}
-mount --bind {self.stage}{PREFIX} {PREFIX}
-mount --bind {VENV} {PREFIX}/.venv
-mount -t tmpfs -o mode=0755 vm-var-lib /var/lib
-mkdir -p /var/lib/kubeling
-mount --bind {self.stage}/var/lib/kubeling /var/lib/kubeling
-mount -t tmpfs -o mode=0755 vm-run /run
-mkdir -p /run/kubeling
-mount --bind {self.stage}/run/kubeling /run/kubeling
-echo booted
-exec sleep infinity
-"""
+        lines += [
+            "mount -t tmpfs -o mode=0755 vm-opt /opt",
+            # install-deps.sh would make the venv; this checkout's stands in.
+            f"mkdir -p {PREFIX}/.venv",
+            # Read-only: nothing in the VM may change this checkout's venv.
+            f"mount --bind {VENV} {PREFIX}/.venv",
+            f"mount -o remount,bind,ro {PREFIX}/.venv",
+            "mount -t tmpfs -o mode=0755 vm-var-lib /var/lib",
+            "mkdir -p /var/lib/kubeling",
+            f"mount --bind {self.stage}/var/lib/kubeling /var/lib/kubeling",
+            "mount -t tmpfs -o mode=0755 vm-run /run",
+            "echo booted",
+            "exec sleep infinity",
+        ]
         self.anchor = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", "--", "unshare", "--mount", "--propagation", "slave",
-             "--", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+             "--", "sh", "-c", "\n".join(lines)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
         line = self.anchor.stdout.readline()
         assert line.strip() == "booted", f"{self.name} did not boot: {line}{self.anchor.stderr.read()}"
         self.mnt_ns = os.readlink(f"/proc/{self.anchor.pid}/ns/mnt")
+
+    def install(self, *args: str) -> str:
+        """deploy/vm/install.sh in this VM, as root on a Debian machine."""
+        proc = self.run("bash", str(INSTALL), *args, env={"PATH": SYSTEMD_PATH}, check=False, timeout=120)
+        assert proc.returncode == 0, f"{self.name}: install.sh {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
 
     def run(self, *argv: str, env: dict | None = None, timeout: float = 60, check: bool = True,
             cwd: str = "/") -> subprocess.CompletedProcess:
@@ -418,7 +443,7 @@ exec sleep infinity
     # --- units
 
     def unit(self, name: str) -> dict:
-        return parse_unit((self.stage / "etc" / "systemd" / "system" / f"{name}.service").read_text())
+        return parse_unit((self.etc / "systemd" / "system" / f"{name}.service").read_text())
 
     def command(self, name: str) -> tuple[list[str], dict[str, str], str, str | None]:
         """argv, environment, working directory and user of a unit, as systemd would run it."""
@@ -432,9 +457,9 @@ exec sleep infinity
             optional = path.startswith("-")
             path = path.lstrip("-")
             assert path.startswith("/etc/kubeling/"), path
-            staged = self.stage / path.lstrip("/")
-            if staged.exists() or not optional:
-                env.update(read_env_file(staged))
+            written = self.etc / path.removeprefix("/etc/")
+            if written.exists() or not optional:
+                env.update(read_env_file(written))
         argv = expand_exec(one(unit, "Service", "ExecStart"), env)
         workdir = unit["Service"].get("WorkingDirectory", ["/"])[0]
         user = unit["Service"].get("User", [None])[0]
@@ -598,6 +623,25 @@ def remove_cgroups(root: str) -> list[str]:
     return left
 
 
+# The guide's commands (deploy/README.md, "Removing a node"), for a node
+# named worker-2; the test runs them as written.
+GUIDE_CORDON = """\
+kubeling get node worker-2 -o json \\
+  | python3 -c 'import json, sys; n = json.load(sys.stdin); n["spec"]["unschedulable"] = True; print(json.dumps(n))' \\
+  | kubeling apply -f -
+"""
+GUIDE_DRAIN = """\
+kubeling get pods -A --field-selector spec.nodeName=worker-2 \\
+  | awk 'NR > 1 {print $1, $2}' \\
+  | while read -r ns pod; do kubeling delete pod "$pod" -n "$ns" --wait; done
+"""
+GUIDE_DELETE_NODE = """\
+kubeling delete node worker-2
+"""
+GUIDE_REMOVE = """\
+/opt/kubeling/deploy/vm/install.sh remove
+"""
+
 APP = """\
 apiVersion: v1
 kind: Namespace
@@ -663,7 +707,7 @@ def test_units_run_a_cluster_across_network_namespaces():
     def kubeling(*args: str, vm: Vm = cp, ok: bool = True, input: str | None = None,
                  timeout: float = 60) -> subprocess.CompletedProcess:
         """The CLI with the staged client configuration, from inside `vm`'s network."""
-        config = vm.stage / "etc" / "kubeling" / "client.config"
+        config = vm.etc / "kubeling" / "client.config"
         proc = subprocess.run(["nsenter", f"--net=/run/netns/{vm.netns}", "--", str(KUBELING),
                                "--config", str(config), *args], capture_output=True, text=True,
                               input=input, timeout=timeout)
@@ -686,13 +730,21 @@ def test_units_run_a_cluster_across_network_namespaces():
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
 
-        # install.sh on each, staged (no packages, nothing started).
-        install("control-plane", "--root", str(cp.stage), "--node-ip", cp_ip, "--dns-upstream", "none")
-        install("worker", "--root", str(worker.stage), "--api-server", f"{cp_ip}:6443", "--node-name", node,
-                "--node-ip", worker_ip, "--cgroup-root", cgroup_root)
-
-        # Boot the control plane: the units' exact command lines, in unit order.
+        # install.sh on each, as on a VM but for the packages (--skip-deps) and
+        # systemd (not PID 1 here: --no-start; it enables the units).
         cp.boot()
+        worker.boot()
+        out = cp.install("control-plane", "--skip-deps", "--no-start", "--node-ip", cp_ip, "--dns-upstream", "none")
+        assert "enabled: kubeling-etcd kubeling-apiserver" in out, out
+        out = worker.install("worker", "--skip-deps", "--no-start", "--api-server", f"{cp_ip}:6443",
+                             "--node-name", node, "--cgroup-root", cgroup_root)  # its address: from the route
+        assert "enabled: kubeling-network kubeling-runtime kubeling-node-agent kubeling-proxy" in out, out
+        assert read_env_file(worker.etc / "kubeling" / "worker.env")["KUBELING_NODE_IP"] == worker_ip
+        for vm, names in ((cp, CONTROL_PLANE_UNITS), (worker, WORKER_UNITS)):
+            for name in names:
+                assert (vm.etc / "systemd" / "system" / "multi-user.target.wants" / f"{name}.service").is_symlink()
+
+        # Start the control plane: the units' exact command lines, in unit order.
         cp.start("kubeling-etcd")  # Type=notify: READY=1
         cp.start("kubeling-apiserver", ready=f"apiserver listening on {cp_ip}:6443")
         cp.start("kubeling-controller-manager", ready="controller-manager")
@@ -702,12 +754,11 @@ def test_units_run_a_cluster_across_network_namespaces():
         # The API server answers over the veth, from the worker's network.
         assert "default" in kubeling("get", "namespace", "default", vm=worker).stdout
         # ... and only there: it listens on the control plane's private address.
-        host = subprocess.run([str(KUBELING), "--config", str(cp.stage / "etc/kubeling/client.config"),
+        host = subprocess.run([str(KUBELING), "--config", str(cp.etc / "kubeling" / "client.config"),
                                "get", "ns"], capture_output=True, text=True, timeout=60)
         assert host.returncode != 0
 
-        # Boot the worker.
-        worker.boot()
+        # Start the worker.
         worker.start("kubeling-network", ready="listening on")
         worker.start("kubeling-runtime", ready="serving CRI on")
         worker.start("kubeling-node-agent", ready="node agent ready")
@@ -749,6 +800,12 @@ def test_units_run_a_cluster_across_network_namespaces():
             return proc.returncode == 0 and proc.stdout.strip()
         hostname = wait_for(via_node_port, 30, f"the app on {worker_ip}:30080", details)
         assert hostname.startswith("web-"), hostname
+        # kubeling exec (API server -> node agent on the worker's :10250), and
+        # from the pod: the cluster DNS on the control plane, the Service's ClusterIP.
+        pod = get_json("pods", "-n", "shop")["items"][0]["metadata"]["name"]
+        # (busybox wget -T crashes: bounded with timeout instead)
+        answer = kubeling("exec", "-n", "shop", pod, "--", "timeout", "10", "wget", "-qO-", "http://web.shop/").stdout
+        assert answer.strip().startswith("web-"), answer
 
         # Restarting the runtime as systemd does with KillMode=process (SIGTERM to
         # its main process only), and the node agent with it (Requires=), keeps
@@ -767,21 +824,41 @@ def test_units_run_a_cluster_across_network_namespaces():
         assert wait_for(via_node_port, 30, "the app after the restart", details).startswith("web-")
         assert containers() == before
 
-        # Remove the node as the guide says: cordon, delete its pods, stop its units, delete the Node.
-        doc = get_json("node", node)
-        doc["spec"]["unschedulable"] = True
-        kubeling("apply", "-f", "-", input=json.dumps(doc))
+        # Remove the node with the guide's commands (deploy/README.md), run as
+        # written on the control plane (kubeling from /usr/local/bin, its
+        # configuration from ~/.kubeling/config).
+        def guide(vm: Vm, script: str) -> str:
+            proc = vm.run("sh", "-ec", script.replace("worker-2", node),
+                          env={"PATH": SYSTEMD_PATH, "HOME": "/root"}, check=False, timeout=120)
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, \
+                f"{script}\n{proc.stdout}\n{proc.stderr}\n{details()}"
+            return proc.stdout
+        def flat(text: str) -> str:  # the guide indents its steps' code
+            return "\n".join(line.strip() for line in text.splitlines())
+        readme = flat((ROOT / "deploy" / "README.md").read_text())
+        for script in (GUIDE_CORDON, GUIDE_DRAIN, GUIDE_DELETE_NODE, GUIDE_REMOVE):
+            assert flat(script) in readme, f"deploy/README.md no longer says:\n{script}"
+        guide(cp, GUIDE_CORDON)
         assert get_json("node", node)["spec"].get("unschedulable") is True
-        pods = get_json("pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]
-        assert len(pods) == 2
-        for pod in pods:
-            kubeling("delete", "pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"], "--wait",
-                     timeout=90)
+        assert len(get_json("pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]) == 2
+        # (busybox httpd as PID 1 ignores SIGTERM: a short grace period keeps the test short)
+        guide(cp, GUIDE_DRAIN.replace("--wait", "--wait --grace-period 2"))
+        assert not get_json("pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]
         wait_for(lambda: not cgroup_pids(cgroup_root), 30, "the node's containers to stop", details)
-        for name in ("kubeling-proxy", "kubeling-node-agent", "kubeling-runtime", "kubeling-network"):
-            worker.stop(name)
-        kubeling("delete", "node", node)
+        for name in ("kubeling-node-agent", "kubeling-proxy", "kubeling-runtime", "kubeling-network"):
+            worker.stop(name)  # systemctl disable --now, as systemd stops them
+        guide(cp, GUIDE_DELETE_NODE)
         assert kubeling("get", "node", node, ok=False).returncode != 0
+        # The venv standing in for install-deps.sh's is a mount, which remove
+        # refuses to delete through; a real one is a plain directory.
+        worker.run("umount", f"{PREFIX}/.venv")
+        out = guide(worker, GUIDE_REMOVE)
+        assert "kubeling removed from this machine" in out, out
+        assert "kubeling0" not in sh("ip", "-n", worker_ns, "link").stdout
+        assert "kubeling" not in sh("ip", "netns", "exec", worker_ns, "nft", "list", "tables").stdout
+        assert not list((worker.etc / "systemd" / "system").glob("kubeling-*"))
+        assert not (worker.etc / "kubeling").exists()
+        assert not any(d.exists() for d in cgroup_dirs(cgroup_root))
         # The replacements wait for a node.
         pending = get_json("pods", "-n", "shop")["items"]
         assert pending and all(not p["spec"].get("nodeName") for p in pending)
