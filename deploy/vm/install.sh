@@ -777,7 +777,7 @@ remove_machine() {
         done
     fi
     for u in "${units[@]}"; do rm -f "$(r /etc/systemd/system/$u.service)"; done
-    [ "$live" = 1 ] && systemctl daemon-reload
+    [ "$live" = 0 ] || systemctl daemon-reload || true
     safe_rm_rf "$(r /etc/kubeling)" "$(r /run/kubeling)"
     [ "$(readlink "$(r /usr/local/bin/kubeling)" 2>/dev/null)" = "$PREFIX/.venv/bin/kubeling" ] && rm -f "$(r /usr/local/bin/kubeling)"
     [ "$(readlink "$(r /root/.kubeling/config)" 2>/dev/null)" = /etc/kubeling/client.config ] && rm -f "$(r /root/.kubeling/config)"

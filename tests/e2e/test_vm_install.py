@@ -427,9 +427,9 @@ class Vm:
         assert line.strip() == "booted", f"{self.name} did not boot: {line}{self.anchor.stderr.read()}"
         self.mnt_ns = os.readlink(f"/proc/{self.anchor.pid}/ns/mnt")
 
-    def install(self, *args: str) -> str:
+    def install(self, *args: str, path: str = SYSTEMD_PATH) -> str:
         """deploy/vm/install.sh in this VM, as root on a Debian machine."""
-        proc = self.run("bash", str(INSTALL), *args, env={"PATH": SYSTEMD_PATH}, check=False, timeout=120)
+        proc = self.run("bash", str(INSTALL), *args, env={"PATH": path}, check=False, timeout=180)
         assert proc.returncode == 0, f"{self.name}: install.sh {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout
 
@@ -781,13 +781,25 @@ def test_units_run_a_cluster_across_network_namespaces():
         answer = sh("nsenter", f"--net=/run/netns/{worker_ns}", "--", str(VENV / "bin" / "python"), "-c", query)
         assert answer.stdout.strip() == kubernetes_ip
 
-        # The test images, as install.sh imports them on a worker.
-        images = tmp / "images"
-        sh(str(VENV / "bin" / "python"), str(ROOT / "deploy" / "images" / "build.py"), "--out", str(images),
-           "--tar", "--busybox", shutil.which("busybox"), timeout=120)
-        worker.run(f"{PREFIX}/.venv/bin/kubeling", "images", "--runtime-endpoint",
-                   "unix:///run/kubeling/runtime.sock", "import", str(images / "shell.tar"), str(images / "http.tar"),
-                   timeout=120)
+        # install.sh again on both, now as on a running systemd (the units are
+        # up; a stand-in systemctl records what it is asked): nothing changed,
+        # so nothing restarts; it waits for the API server, and on the worker
+        # for the runtime, imports the test images into it, and waits for the Node.
+        for vm, role in ((cp, "control-plane"), (worker, "worker")):
+            fake = vm.stage / "bin" / "systemctl"
+            fake.parent.mkdir()
+            fake.write_text(f"#!/bin/sh\necho \"$*\" >> {vm.stage}/systemctl.log\nexit 0\n")
+            fake.chmod(0o755)
+            vm.run("mkdir", "-p", "/run/systemd/system")  # "systemd is running" (the VM's own /run)
+            out = vm.install(role, "--skip-deps", path=f"{fake.parent}:{SYSTEMD_PATH}")
+            assert "up to date" in out and "wrote" not in out, out
+            calls = (vm.stage / "systemctl.log").read_text().splitlines()
+            names = CONTROL_PLANE_UNITS if role == "control-plane" else WORKER_UNITS
+            assert calls == [f"enable -q {' '.join(n + '.service' for n in names)}", "daemon-reload",
+                             *(f"start {n}" for n in names)], calls
+        assert f"worker {node} joined the cluster at {cp_ip}:6443" in out, out
+        images = worker.run(f"{PREFIX}/.venv/bin/kubeling", "images", "ls").stdout
+        assert "localhost/kubeling/http" in images and "localhost/kubeling/shell" in images, images
 
         # The README's app with a NodePort Service, reached on the worker's address.
         kubeling("apply", "-f", "-", input=APP)
@@ -827,9 +839,9 @@ def test_units_run_a_cluster_across_network_namespaces():
         # Remove the node with the guide's commands (deploy/README.md), run as
         # written on the control plane (kubeling from /usr/local/bin, its
         # configuration from ~/.kubeling/config).
-        def guide(vm: Vm, script: str) -> str:
+        def guide(vm: Vm, script: str, path: str = SYSTEMD_PATH) -> str:
             proc = vm.run("sh", "-ec", script.replace("worker-2", node),
-                          env={"PATH": SYSTEMD_PATH, "HOME": "/root"}, check=False, timeout=120)
+                          env={"PATH": path, "HOME": "/root"}, check=False, timeout=120)
             assert proc.returncode == 0 and "Traceback" not in proc.stderr, \
                 f"{script}\n{proc.stdout}\n{proc.stderr}\n{details()}"
             return proc.stdout
@@ -852,8 +864,11 @@ def test_units_run_a_cluster_across_network_namespaces():
         # The venv standing in for install-deps.sh's is a mount, which remove
         # refuses to delete through; a real one is a plain directory.
         worker.run("umount", f"{PREFIX}/.venv")
-        out = guide(worker, GUIDE_REMOVE)
+        out = guide(worker, GUIDE_REMOVE, path=f"{worker.stage / 'bin'}:{SYSTEMD_PATH}")
         assert "kubeling removed from this machine" in out, out
+        calls = (worker.stage / "systemctl.log").read_text().splitlines()
+        assert calls[-2:] == ["disable --now -q " + " ".join(sorted(n + ".service" for n in WORKER_UNITS)),
+                              "daemon-reload"], calls
         assert "kubeling0" not in sh("ip", "-n", worker_ns, "link").stdout
         assert "kubeling" not in sh("ip", "netns", "exec", worker_ns, "nft", "list", "tables").stdout
         assert not list((worker.etc / "systemd" / "system").glob("kubeling-*"))
