@@ -317,6 +317,32 @@ def test_install_stages_worker(tmp_path):
     assert not (root / "var" / "lib" / "kubeling").exists()
 
 
+def test_install_copies_a_new_tree_over_an_old_one(tmp_path):
+    """An upgrade: changed and new files arrive, files gone upstream go, the
+    virtual environment stays."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sh("sh", "-c", f"tar -C {ROOT} --exclude=./.git --exclude=./.venv --exclude=__pycache__ "
+                   f"--exclude=./tests/node/node_modules -cf - . | tar -C {src} -xf -")
+    root = tmp_path / "r"
+    args = ("worker", "--root", str(root), "--api-server", "10.0.0.1:6443", "--node-name", "w")
+    run = lambda: subprocess.run(["bash", str(src / "deploy/vm/install.sh"), *args], capture_output=True,
+                                 text=True, timeout=120, check=True).stdout
+    run()
+    copy = root / PREFIX.lstrip("/")
+    (copy / ".venv").mkdir()
+    (copy / ".venv" / "marker").write_text("kept")
+    assert "up to date" in run()
+    (src / "README.md").write_text("new readme\n")
+    (src / "NEWFILE").write_text("new\n")
+    (src / "Makefile").unlink()
+    assert "installed" in run()
+    assert (copy / "README.md").read_text() == "new readme\n" and (copy / "NEWFILE").exists()
+    assert not (copy / "Makefile").exists()
+    assert (copy / ".venv" / "marker").read_text() == "kept"
+    assert "up to date" in run()
+
+
 def test_install_refuses_bad_input_non_root_and_non_debian(tmp_path):
     root = tmp_path / "r"
 
@@ -798,6 +824,14 @@ def test_units_run_a_cluster_across_network_namespaces():
             assert calls == [f"enable -q {' '.join(n + '.service' for n in names)}", "daemon-reload",
                              *(f"start {n}" for n in names)], calls
         assert f"worker {node} joined the cluster at {cp_ip}:6443" in out, out
+        # An upgrade (an older tree installed): the new one is copied and
+        # every unit of the role restarts.
+        worker.run("sed", "-i", "s/^tree=.*/tree=older/", f"{PREFIX}/.kubeling-install")
+        before = len((worker.stage / "systemctl.log").read_text().splitlines())
+        out = worker.install("worker", "--skip-deps", path=f"{worker.stage / 'bin'}:{SYSTEMD_PATH}")
+        assert f"installed {ROOT} in {PREFIX}" in out, out
+        calls = (worker.stage / "systemctl.log").read_text().splitlines()[before:]
+        assert [c for c in calls if c.startswith(("start", "restart"))] == [f"restart {n}" for n in WORKER_UNITS]
         images = worker.run(f"{PREFIX}/.venv/bin/kubeling", "images", "ls").stdout
         assert "localhost/kubeling/http" in images and "localhost/kubeling/shell" in images, images
 
