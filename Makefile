@@ -39,8 +39,9 @@ unit: install
 integration: install
 	$(PY) -m pytest -q tests/integration
 
+# One fresh 3-node cluster, the scenarios the project promises, a line of figures each.
 e2e: install
-	$(PY) -m pytest -q tests/e2e
+	$(PY) -m pytest -q -s tests/e2e/scenarios/test_scenarios.py
 
 bench: install
 	$(PY) -m tests.bench

@@ -7,7 +7,10 @@ writes, reproducibly (fixed timestamps, sorted entries):
     DIR/shell/   localhost/kubeling/shell:1  busybox applets; default command `sh`
     DIR/http/    localhost/kubeling/http:1   busybox httpd on :8080 in the
                  foreground; `/` answers the container's hostname (a CGI
-                 script, so it works on a read-only root), `/healthz` 200 "ok"
+                 script, so it works on a read-only root), `/healthz` 200 "ok",
+                 `/version` "1"
+    DIR/http2/   localhost/kubeling/http:2   the same server, `/version` "2":
+                 a second release to roll out
 
 With --tar each layout is also packed as DIR/<name>.tar, the form
 `kubeling images import FILE` takes. Each index entry carries the image's
@@ -137,18 +140,25 @@ def _tar(layout: Path, dest: Path) -> None:
 
 HTTPD = "trap 'kill $pid; exit 0' TERM; httpd -f -p 8080 -h /www & pid=$!; wait $pid"
 
+
+def _http(version: str) -> tuple[str, dict, dict]:
+    return (f"localhost/kubeling/http:{version}",
+            # httpd as PID 1 would ignore SIGTERM; the shell turns it into a clean exit.
+            {"Entrypoint": ["sh", "-c", HTTPD],
+             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+             "ExposedPorts": {"8080/tcp": {}}, "WorkingDir": "/www"},
+            {"www/healthz": (0o644, b"ok\n"),
+             "www/version": (0o644, f"{version}\n".encode()),
+             "www/cgi-bin/index.cgi": (0o755, INDEX_CGI.encode())})
+
+
 IMAGES = {
     "shell": ("localhost/kubeling/shell:1",
               {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                "WorkingDir": "/"},
               {}),
-    "http": ("localhost/kubeling/http:1",
-             # httpd as PID 1 would ignore SIGTERM; the shell turns it into a clean exit.
-             {"Entrypoint": ["sh", "-c", HTTPD],
-              "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-              "ExposedPorts": {"8080/tcp": {}}, "WorkingDir": "/www"},
-             {"www/healthz": (0o644, b"ok\n"),
-              "www/cgi-bin/index.cgi": (0o755, INDEX_CGI.encode())}),
+    "http": _http("1"),
+    "http2": _http("2"),
 }
 
 

@@ -583,7 +583,8 @@ def build_test_images(ctx: Context) -> dict[str, Path]:
     """The test images (OCI layouts) from deploy/images/build.py, built once
     into <state>/images; {} when this is not a source checkout."""
     out = ctx.state_dir / IMAGES_SUBDIR
-    built = {"localhost/kubeling/shell:1": out / "shell", "localhost/kubeling/http:1": out / "http"}
+    built = {"localhost/kubeling/shell:1": out / "shell", "localhost/kubeling/http:1": out / "http",
+             "localhost/kubeling/http:2": out / "http2"}
     if all((p / "index.json").exists() for p in built.values()):
         return built
     if "images" in ctx.values:
@@ -1015,6 +1016,7 @@ async def run_up(args: argparse.Namespace) -> int:
                 started.append(proc)
                 record["processes"] = [p.to_json() for p in started]
                 record["server"] = ctx.api_address
+                record["etcd"] = ctx.etcd_endpoint
                 _write_record(state_dir, record)
                 detail = component.describe(ctx) if component.describe else proc.detail
                 print(f"{component.name} started (pid {proc.pid}{', ' + detail if detail else ''})",
@@ -1071,6 +1073,57 @@ async def _start_component(ctx: Context, component: Component) -> Process:
             raise
     assert last_error is not None
     raise last_error
+
+
+# ------------------------------------------------------------------ restart
+
+async def restart_components(state_dir: Path, names: list[str],
+                             timeout: float = API_READY_TIMEOUT) -> list[Process]:
+    """Start again components of a running local cluster that have stopped
+    (killed, crashed), with the commands `up` gave them: the API server on
+    its recorded address, a node's processes in its namespace. Each is
+    waited for as at `up` (a node agent until its Node is Ready), in `up`'s
+    order, and the record is updated; one still running is left alone.
+    etcd is not restarted here. Returns the processes started."""
+    with _locked(state_dir):
+        record = _read_record(state_dir)
+        if record is None:
+            raise CliError(f"no local cluster is running (state dir {state_dir})")
+        nodes = [LocalNode.from_json(n) for n in record.get("nodes", [])]
+        ctx = Context(state_dir=state_dir, timeout=timeout, api_address=record.get("server", ""),
+                      etcd_endpoint=record.get("etcd", ""))
+        ctx.values["nodes"] = nodes
+        if not ctx.etcd_endpoint:  # a record from before the endpoint was kept
+            etcd = next((p for p in record["processes"] if p.get("name") == "etcd"), {})
+            ctx.etcd_endpoint = str(etcd.get("detail", "")).split(",")[0]
+        components = {c.name: c for c in COMPONENTS + [c for n in nodes for c in node_components(n.index)]}
+        unknown = [n for n in names if n not in components or components[n].command is None
+                   or n == "hollow-nodes"]
+        if unknown:
+            raise CliError(f"cannot restart {', '.join(unknown)}: not a restartable component "
+                           f"of this cluster")
+        processes = [Process.from_json(p) for p in record["processes"]]
+        started = []
+        for name, component in components.items():
+            if name not in names:
+                continue
+            old = next((p for p in processes if p.name == name), None)
+            if old is not None and old.alive():
+                continue
+            _, proc = spawn(ctx, name, component.command(ctx))
+            try:
+                if component.ready is not None:
+                    await component.ready(ctx, proc)
+            except BaseException:
+                stop_process(proc, timeout=3.0)
+                raise
+            started.append(proc)
+            processes = [proc if p.name == name else p for p in processes]
+            if old is None:
+                processes.append(proc)
+            record["processes"] = [p.to_json() for p in processes]
+            _write_record(state_dir, record)
+        return started
 
 
 # ------------------------------------------------------------------ down
