@@ -179,8 +179,8 @@ case " $os_id $os_like " in
     *" debian "*|*" ubuntu "*) ;;
     *) die "this installer supports Debian and Ubuntu only (it uses apt, dpkg and Debian's packages of etcd, runc, conmon, nftables); this is $os_name" ;;
 esac
-command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+[ "$ROLE" = remove ] || command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
+[ "$ROLE" = remove ] || python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "kubeling needs Python 3.11 or later; python3 here is $(python3 -V 2>&1 | cut -d' ' -f2) (Debian 12 has 3.11; Ubuntu 24.04 has 3.12)"
 
 case "$ROOT" in /*) ;; *) ROOT=$(pwd)/$ROOT ;; esac
