@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # One list for the whole project; later components add their packages here.
-DEBIAN_PACKAGES="etcd-server etcd-client nodejs npm runc conmon skopeo busybox-static docker-registry nftables iproute2 containernetworking-plugins"
+DEBIAN_PACKAGES="python3-venv etcd-server etcd-client nodejs npm runc conmon skopeo busybox-static docker-registry nftables iproute2 containernetworking-plugins"
 
 missing=""
 for pkg in $DEBIAN_PACKAGES; do
