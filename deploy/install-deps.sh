@@ -22,9 +22,14 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
 fi
-# Debian's etcd-server package enables a system etcd; kubeling starts its own.
-if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
-    systemctl disable --now etcd >/dev/null 2>&1 || true
+# Debian's etcd-server and docker-registry packages enable system services;
+# kubeling starts its own etcd, and tests start their own registry on loopback.
+if command -v systemctl >/dev/null; then
+    for unit in etcd docker-registry; do
+        if systemctl is-enabled -q "$unit" 2>/dev/null || systemctl is-active -q "$unit" 2>/dev/null; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 PYTHON=${PYTHON:-python3}
