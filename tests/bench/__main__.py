@@ -24,6 +24,7 @@ BENCHMARKS = {
     "scheduler": "scheduler_bench",
     "network": "network_bench",
     "runtime": "runtime_bench",
+    "pods": "pod_startup_bench",
     "proxy": "proxy_bench",
 }
 
