@@ -21,6 +21,10 @@ Everything lives in one table, `ip kubeling`, which the proxy owns:
 - Marked packets (mark 0x4000) are masqueraded in postrouting, so replies
   come back through this node; so are packets to a clusterIP from outside
   the cluster CIDR.
+- The no-endpoint reject runs in prerouting too, before the routing
+  decision: a node with no route to the service CIDR (no default route, as
+  the nodes of `kubeling up`) would otherwise answer "network unreachable"
+  before the forward hook is reached, instead of refusing the connection.
 
 `render_service` renders one Service's part (cached by the syncer and
 recomputed only when that Service or its Endpoints change); `full_ruleset`
@@ -68,6 +72,10 @@ BASE_CHAINS = f"""\
     type nat hook postrouting priority srcnat; policy accept;
     jump masquerading
   }}
+  chain filter-prerouting {{
+    type filter hook prerouting priority -110; policy accept;
+    ct state new jump service-endpoints-check
+  }}
   chain filter-input {{
     type filter hook input priority -110; policy accept;
     ct state new jump nodeport-endpoints-check
@@ -105,8 +113,8 @@ BASE_CHAINS = f"""\
 """
 
 BASE_CHAIN_NAMES = (
-    "nat-prerouting", "nat-output", "nat-postrouting", "filter-input", "filter-forward",
-    "filter-output", "services", "service-endpoints-check", "nodeport-endpoints-check",
+    "nat-prerouting", "nat-output", "nat-postrouting", "filter-prerouting", "filter-input",
+    "filter-forward", "filter-output", "services", "service-endpoints-check", "nodeport-endpoints-check",
     "reject-chain", "mark-for-masquerade", "masquerading")
 
 
