@@ -170,9 +170,11 @@ class ApiClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def _unary(self, method, request):
+    async def _unary(self, method, request, timeout: float | None | bool = True):
+        """Call `method`; timeout True means the client's default."""
         try:
-            return await method(request, metadata=self._metadata, timeout=self.timeout)
+            return await method(request, metadata=self._metadata,
+                                timeout=self.timeout if timeout is True else timeout)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from None
         except grpc.aio.UsageError as e:
@@ -318,8 +320,9 @@ class ApiClient:
 
     async def exec(self, request: api_pb2.ExecRequest) -> api_pb2.ExecResponse:
         """Run a command in a container, relayed to its node; returns its
-        stdout, stderr and exit code."""
-        return await self._unary(self._stub.Exec, request)
+        stdout, stderr and exit code. Like kubectl exec, no time limit of ours:
+        the command runs as long as it runs."""
+        return await self._unary(self._stub.Exec, request, timeout=None)
 
 
 __all__ = ["ApiClient", "ApiError", "DeleteResult", "ObjectList", "WatchEvent",
