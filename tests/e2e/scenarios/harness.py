@@ -351,6 +351,13 @@ class Cluster:
                     break
         return found
 
+    def runc_containers(self, node: str) -> set[str]:
+        """The ids of the containers runc knows on `node`, as `runc list` shows them there."""
+        root = self.node_dir(node) / "runtime" / "runc"
+        out = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True,
+                             timeout=30)
+        return set(out.stdout.split())
+
     def restart(self, names: list[str], timeout: float = 120) -> None:
         """Start components again with the commands `kubeling up` gave them,
         each waited for as `up` waits (the API server answering on its

@@ -382,13 +382,20 @@ def test_4_node_failure(cluster, request, say):
         pods = wait_web(c, replicas + 3, timeout=240)
         landed = pods_by_node(pods).get(victim, 0)
         assert landed >= 1, pods_by_node(pods)
+        # On the node, only the containers of the pods it now runs: nothing of the dead ones.
+        def containers_on_victim():
+            expected = {container_id(p) for p in c.api.list("pods") if p.spec.node_name == victim}
+            return c.runc_containers(victim) == expected
+        wait_for(containers_on_victim, 60, f"only live pods' containers on {victim}",
+                 lambda: f"runc: {sorted(c.runc_containers(victim))}")
         c.kubeling("scale", "deployment", "web", "--replicas=3", "-n", NS)
         wait_web(c, 3, timeout=240)
         say(f"scenario 4 node failure: {victim} killed (agent, runtime, network, proxy and {killed} "
             f"container-side processes) with {len(lost)} of {replicas} web pods; noticed "
             f"(Ready=Unknown) in {t_notice:.1f}s{' with a NodeNotReady event' if noticed_event else ''}; "
             f"{replicas} pods Running+Ready on the other nodes in {t_replaced:.1f}s; restarted, "
-            f"{victim} Ready and schedulable again in {t_rejoin:.1f}s and took {landed} of 3 new pods")
+            f"{victim} Ready and schedulable again in {t_rejoin:.1f}s (nothing of its dead pods left on it) "
+            f"and took {landed} of 3 new pods")
 
 
 # ------------------------------------------------------------------ 5
@@ -552,6 +559,8 @@ def test_8_control_plane_restarts(cluster, request, say):
         ensure_app(c, 3)
         before = snapshot(c)
         running = containers(c)
+        leases = ("kube-controller-manager", "kube-scheduler")
+        leaders = {name: c.api.get("leases", name, "kube-system").spec.holder_identity for name in leases}
         # Mid-way: the moment the first new pod is created, all three die at once.
         control_plane = ["apiserver", "controller-manager", "scheduler"]
         killed = c.api.when_added("pods", NS, WEB, c.killer(control_plane))
@@ -565,6 +574,10 @@ def test_8_control_plane_restarts(cluster, request, say):
         at_kill = (len(pods) - 3, len([p for p in pods if p.spec.node_name]) - 3)
         c.restart(["controller-manager", "scheduler"])
         t_restarted = time.monotonic() - t_kill
+        # The new controller manager and scheduler lead once the dead ones' leases run out.
+        wait_for(lambda: all(c.api.get("leases", name, "kube-system").spec.holder_identity != leaders[name]
+                             for name in leases), 120, "new leaders")
+        t_leading = time.monotonic() - t_kill
         pods = wait_web(c, SCALE_UP, timeout=400)
         t_done = time.monotonic() - t0
         # The Service answers from the new pods (DNS and every node's proxy followed the restart).
@@ -580,6 +593,7 @@ def test_8_control_plane_restarts(cluster, request, say):
         assert not changed, f"containers restarted or replaced: {changed}"
         say(f"scenario 8 control plane restarts: scale 3 -> {SCALE_UP}; API server, controller manager "
             f"and scheduler SIGKILLed when {at_kill[0]} of {SCALE_UP - 3} new pods were made and "
-            f"{at_kill[1]} bound; back in {t_restarted:.1f}s; scale-up complete {t_done:.1f}s after it began; "
+            f"{at_kill[1]} bound; restarted in {t_restarted:.1f}s, leading again (once the dead ones' "
+            f"leases expired) at {t_leading:.1f}s; scale-up complete {t_done:.1f}s after it began; "
             f"{len(before)} objects all kept, {len(running)} running containers unchanged "
             f"(same ids, no restarts); the Service answered {len(answers)}/{len(answers)} requests")
