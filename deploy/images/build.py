@@ -1,6 +1,6 @@
 """Builds kubeling's test images from Debian's busybox-static, as OCI layouts.
 
-    python deploy/images/build.py [--out DIR] [--tar] [--busybox /bin/busybox]
+    python deploy/images/build.py [--out DIR] [--tar] [--busybox /bin/busybox] [--no-releases]
 
 writes, reproducibly (fixed timestamps, sorted entries):
 
@@ -10,7 +10,8 @@ writes, reproducibly (fixed timestamps, sorted entries):
                  script, so it works on a read-only root), `/healthz` 200 "ok",
                  `/version` "1"
     DIR/http2/   localhost/kubeling/http:2   the same server, `/version` "2":
-                 a second release to roll out
+                 a second release to roll out (README's tour, `make e2e`);
+                 not built with --no-releases (build_all(releases=False))
 
 With --tar each layout is also packed as DIR/<name>.tar, the form
 `kubeling images import FILE` takes. Each index entry carries the image's
@@ -158,14 +159,19 @@ IMAGES = {
                "WorkingDir": "/"},
               {}),
     "http": _http("1"),
+}
+# Later releases of the test images, for rolling updates.
+RELEASES = {
     "http2": _http("2"),
 }
 
 
-def build_all(out: Path, busybox: str = "/bin/busybox", tar: bool = False) -> dict[str, Path]:
-    """Builds every test image under `out`; returns name -> layout (or tar) path."""
+def build_all(out: Path, busybox: str = "/bin/busybox", tar: bool = False,
+              releases: bool = False) -> dict[str, Path]:
+    """Builds every test image under `out` (with `releases`, RELEASES too);
+    returns name -> layout (or tar) path."""
     built = {}
-    for key, (name, config, extra) in IMAGES.items():
+    for key, (name, config, extra) in (IMAGES | RELEASES if releases else IMAGES).items():
         layout = out / key
         build_image(layout, name, busybox, config, extra)
         built[name] = layout
@@ -180,8 +186,10 @@ def main() -> None:
     parser.add_argument("--out", default="deploy/images/out", type=Path)
     parser.add_argument("--busybox", default="/bin/busybox")
     parser.add_argument("--tar", action="store_true", help="also pack each layout as a tar")
+    parser.add_argument("--no-releases", action="store_true",
+                        help="only the first release of each image (no localhost/kubeling/http:2)")
     args = parser.parse_args()
-    for name, path in build_all(args.out, args.busybox, args.tar).items():
+    for name, path in build_all(args.out, args.busybox, args.tar, releases=not args.no_releases).items():
         print(f"{name}: {path}")
 
 
