@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -184,14 +183,6 @@ class Api:
 
 # ------------------------------------------------------------------ the cluster
 
-@dataclass
-class Result:
-    ok: bool
-    stdout: str
-    stderr: str
-    returncode: int
-
-
 class Cluster:
     """One local cluster in a temporary directory of its own."""
 
@@ -203,6 +194,7 @@ class Cluster:
         self.env = dict(os.environ, KUBELING_CONFIG=str(self.config), KUBELING_STATE_DIR=str(self.state))
         self.api: Api | None = None
         self.record: dict = {}
+        self.tables_before: set[str] = set()  # the host's kubeling* nftables tables before `up`
 
     # --- the CLI
 
@@ -423,10 +415,18 @@ def _alive(pid: int, start_ticks: int = 0) -> bool:
 
 # ------------------------------------------------------------------ leftovers
 
-def leftovers(state: Path, record: dict, nodes: int) -> list[str]:
-    """What of the cluster is still on this machine: network namespaces,
-    links, routes, mounts, cgroups, runc containers, processes."""
-    found = []
+def nft_tables() -> set[str]:
+    """This (the host's) network namespace's nftables tables named kubeling*."""
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if "kubeling" in line}
+
+
+def leftovers(state: Path, record: dict, nodes: int, tables_before: set[str] = frozenset()) -> list[str]:
+    """What of the cluster is still on this machine: network namespaces
+    (and with them the nodes' nftables tables), links, routes, host nftables
+    tables made since `tables_before`, mounts, cgroups, runc containers,
+    processes."""
+    found = [f"nftables {t}" for t in sorted(nft_tables() - set(tables_before))]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     names = {f"{NODE_NETNS_PREFIX}{i}" for i in range(1, nodes + 1)}
     found += [f"network namespace {line.split()[0]}" for line in netns.splitlines()

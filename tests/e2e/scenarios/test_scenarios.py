@@ -27,7 +27,7 @@ import pytest
 
 from tests.e2e.scenarios import manifests as m
 from tests.e2e.scenarios.harness import (
-    Cluster, container_id, leftovers, node_ready, pod_ready, report, restart_count, terminating,
+    Cluster, container_id, leftovers, nft_tables, node_ready, pod_ready, report, restart_count, terminating,
     wait_for,
 )
 
@@ -64,6 +64,7 @@ def cluster(request):
             say(f"waiting for another local cluster with nodes to stop ({other}) ...")
             wait_for(lambda: not c.other_cluster(), OTHER_CLUSTER_WAIT, "the other local cluster to stop",
                      interval=2)
+        c.tables_before = nft_tables()
         t0 = time.monotonic()
         c.up()
         say(f"cluster up: {NODES} nodes, control plane and DNS in {time.monotonic() - t0:.1f}s "
@@ -86,14 +87,14 @@ def _tear_down(c: Cluster, say) -> None:
     problems = []
     if down.returncode != 0:
         problems.append(f"kubeling down exited {down.returncode}: {down.stderr.strip()}")
-    problems += leftovers(c.state, c.record, NODES)
+    problems += leftovers(c.state, c.record, NODES, c.tables_before)
     c.purge()
     if problems:
         say(f"scenario 9 clean teardown: FAILED: {'; '.join(problems)[:300]}")
         pytest.fail("kubeling down left behind:\n" + "\n".join(problems) + "\n" + down.stdout,
                     pytrace=False)
     say(f"scenario 9 clean teardown: kubeling down in {took:.1f}s; no network namespace, link, route, "
-        f"mount, cgroup, runc container or process of the cluster left")
+        f"nftables table, mount, cgroup, runc container or process of the cluster left")
 
 
 @pytest.fixture
