@@ -47,6 +47,7 @@ SPIKE = 50
 SCALE_UP = 20  # scenario 8
 OTHER_CLUSTER_WAIT = 1200.0
 SERVICE_URL = f"http://web.{NS}.svc.cluster.local/"
+FAILED: list[int] = []  # the scenarios that failed in this run
 
 
 # ------------------------------------------------------------------ the cluster
@@ -88,6 +89,10 @@ def _tear_down(c: Cluster, say) -> None:
     if down.returncode != 0:
         problems.append(f"kubeling down exited {down.returncode}: {down.stderr.strip()}")
     problems += leftovers(c.state, c.record, NODES, c.tables_before)
+    if FAILED or problems:  # the components' logs outlive the run, for whoever looks into it
+        kept = Path(tempfile.mkdtemp(prefix="kubeling-e2e-logs-"))
+        shutil.copytree(c.state / "logs", kept, dirs_exist_ok=True)
+        say(f"failed scenarios {FAILED or '-'}: the cluster's logs are kept in {kept}")
     c.purge()
     if problems:
         say(f"scenario 9 clean teardown: FAILED: {'; '.join(problems)[:300]}")
@@ -109,6 +114,7 @@ def scenario(request, number: int, title: str):
     try:
         yield
     except BaseException as e:
+        FAILED.append(number)
         text = str(e).strip()
         first = text.splitlines()[0] if text else type(e).__name__
         report(request.config, f"scenario {number} {title}: FAILED after {time.monotonic() - t0:.1f}s: "
