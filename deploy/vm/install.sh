@@ -305,10 +305,12 @@ put_file() {
 }
 
 # The project as copied: the checkout without .git, .venv, caches and outputs.
+# Extra arguments go to tar (the hash below ignores times: importing a
+# module for the first time touches its directory).
 project_tar() {
-    tar -C "$SOURCE" --exclude=./.git --exclude=./.venv --exclude=./tests/node/node_modules \
+    tar -C "$SOURCE" "$@" --exclude=./.git --exclude=./.venv --exclude=./tests/node/node_modules \
         --exclude=__pycache__ --exclude='*.pyc' --exclude=./.pytest_cache --exclude=./deploy/images/out \
-        --exclude=./tests/bench/results.json --exclude=./.kubeling-install \
+        --exclude=./tests/bench/results.json --exclude=./.kubeling-install --exclude=./kubeling.egg-info \
         --sort=name --owner=0 --group=0 --numeric-owner -cf - .
 }
 
@@ -323,7 +325,7 @@ copy_project() {
         && [ "$(cd "$SOURCE" && pwd -P)" != "$(cd "$dest" && pwd -P)" ]; then
         die "$PREFIX exists and was not made by this installer (no .kubeling-install in it); move it away or choose --prefix"
     fi
-    tree=$(project_tar | sha256sum | cut -d' ' -f1)
+    tree=$(project_tar --mtime=@0 | sha256sum | cut -d' ' -f1)
     [ -f "$dest/.kubeling-install" ] && previous=$(sed -n 's/^tree=//p' "$dest/.kubeling-install")
     if [ "$tree" = "$previous" ]; then
         note "$PREFIX is up to date with $SOURCE"

@@ -32,7 +32,7 @@ import pytest
 
 from kubeling.cri.v1 import api_pb2 as cri
 from kubeling.cri.v1 import api_pb2_grpc as cri_grpc
-from tests.integration.conftest import ApiServerProcess
+from tests.integration.conftest import ApiServerProcess, Component
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,21 +66,19 @@ def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=30)
 
 
-class Process:
-    """One `python -m MODULE` child in its own process group, logging to a file."""
+class Process(Component):
+    """One `python -m MODULE` child in its own process group, logging to a
+    file, that can wait for a line saying it is ready."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path):
+        super().__init__(argv[0], list(argv[1:]), log_path)
         self.name = name
         self.argv = argv
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
         self._offset = 0
 
     def start(self, ready_text: str | None = None, timeout: float = 30) -> "Process":
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", *self.argv], cwd=ROOT, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        super().start()
         if ready_text:
             deadline = time.monotonic() + timeout
             while ready_text.encode() not in self.log_path.read_bytes()[self._offset:]:
@@ -91,28 +89,11 @@ class Process:
                 time.sleep(0.05)
         return self
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.running:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(15)
-
     def stop(self, timeout: float = 15) -> None:
-        if self.running:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().stop(timeout)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return super().log_tail(lines)
 
 
 class LocalNode:
