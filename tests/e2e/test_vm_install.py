@@ -50,6 +50,8 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.runtime import linux
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "deploy" / "vm" / "install.sh"
 UNITS_DIR = ROOT / "deploy" / "systemd"
@@ -615,13 +617,6 @@ class Vm:
                 proc.wait(10)
 
 
-def cgroup_dirs(root: str) -> list[Path]:
-    base = Path("/sys/fs/cgroup")
-    if (base / "cgroup.controllers").exists():
-        return [base / root.strip("/")]
-    return [h / root.strip("/") for h in base.iterdir() if h.is_dir() and not h.is_symlink() and h.name != "unified"]
-
-
 def cgroup_pids(root: str) -> list[int]:
     pids = set()
     for top in cgroup_dirs(root):
@@ -634,19 +629,10 @@ def cgroup_pids(root: str) -> list[int]:
     return sorted(pids)
 
 
-def remove_cgroups(root: str) -> list[str]:
-    left = []
-    for top in cgroup_dirs(root):
-        if not top.exists():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
-            try:
-                d.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                left.append(f"{d}: {e.strerror}")
-    return left
+# The runtime's own helpers: every v1 hierarchy (and the hybrid "unified"
+# mount on removal), or the one v2 directory.
+cgroup_dirs = linux.cgroup_dirs
+remove_cgroups = linux.remove_cgroup
 
 
 # The guide's commands (deploy/README.md, "Removing a node"), for a node
