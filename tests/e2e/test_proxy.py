@@ -191,17 +191,8 @@ def topology():
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory):
-    from tests.integration.conftest import ApiServerProcess
-    server = None
-    for attempt in range(2):  # a loaded machine can lose etcd's port race once
-        server = ApiServerProcess(tmp_path_factory.mktemp("proxy-apiserver"))
-        try:
-            server.start()
-            break
-        except Exception:
-            server.shutdown()
-            if attempt:
-                raise
+    from tests.integration.conftest import start_api_server
+    server = start_api_server(tmp_path_factory, "proxy-apiserver")
     try:
         yield server
     finally:

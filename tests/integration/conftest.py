@@ -97,11 +97,25 @@ class ApiServerProcess:
             return ""
 
 
+def start_api_server(tmp_path_factory, name: str = "apiserver") -> ApiServerProcess:
+    """A started ApiServerProcess in a fresh temp dir; a loaded machine can
+    lose etcd's port race once, so one failed start is retried."""
+    for attempt in range(2):
+        server = ApiServerProcess(tmp_path_factory.mktemp(name))
+        try:
+            server.start()
+            return server
+        except Exception:
+            server.shutdown()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory):
-    server = ApiServerProcess(tmp_path_factory.mktemp("apiserver"))
+    server = start_api_server(tmp_path_factory)
     try:
-        server.start()
         yield server
     finally:
         server.shutdown()
